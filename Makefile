@@ -1,0 +1,42 @@
+# Tandem — Postgres-native bidirectional sync. `make help` lists the targets.
+
+GO        ?= go
+PKGS      ?= ./...
+BIN       ?= bin/tandem
+# Extra flags for `go test` (e.g. TESTFLAGS='-run Capture -v').
+TESTFLAGS ?=
+BENCHFLAGS ?= -benchtime=1x -count=1
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@2025.1.1
+
+.PHONY: help build test test-short bench deps lint fmt vet clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-11s %s\n", $$1, $$2}'
+
+build: ## build bin/tandem
+	$(GO) build -o $(BIN) ./cmd/tandem
+
+deps: ## make sure the PostgreSQL and Redis server binaries the tests start are here (installs them as root)
+	@./.ci/deps
+
+test: deps ## run every test, with the race detector, against throwaway PostgreSQL clusters
+	$(GO) test -race -count=1 -timeout 20m $(TESTFLAGS) $(PKGS)
+
+test-short: deps ## the tests without -race (faster)
+	$(GO) test -count=1 $(TESTFLAGS) $(PKGS)
+
+bench: deps ## capture benchmarks: trigger overhead (pgbench), NOTIFY under 8+ writers, queue -> change_log throughput
+	$(GO) test -run '^$$' -bench . $(BENCHFLAGS) -timeout 60m ./internal/capture/
+
+lint: vet ## go vet, gofmt and staticcheck
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt: run make fmt'; exit 1; }
+	$(GO) run $(STATICCHECK) $(PKGS)
+
+vet: ## go vet
+	$(GO) vet $(PKGS)
+
+fmt: ## gofmt the tree
+	gofmt -w $$(git ls-files '*.go')
+
+clean: ## remove build output
+	rm -rf bin

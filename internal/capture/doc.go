@@ -1,0 +1,37 @@
+// Package capture records every committed row change of the tables that
+// tandem syncs, and moves those changes into the control database.
+//
+// # Trigger capture
+//
+// [Install] puts schema tandem on a node (versioned SQL embedded from
+// sql/node) and four statement-level triggers on each captured table, one
+// per event (INSERT, UPDATE, DELETE with transition tables; TRUNCATE). A
+// bulk statement costs one trigger call. The trigger function writes one row
+// per changed row into tandem.change_queue: table, key, op, old and new
+// values (an UPDATE keeps only the columns whose value changed, and an
+// UPDATE that changes nothing records nothing), the transaction's xid8, the
+// statement time and the origin (the tandem.origin setting). A rolled-back
+// transaction leaves nothing, as its queue rows roll back with it.
+//
+// # NOTIFY, coalesced
+//
+// A transaction that sends NOTIFY takes a cluster-wide lock at commit. The
+// trigger therefore notifies channel tandem_changes only when it finds
+// tandem.notify_state armed (the reader drained the queue), disarming it;
+// the reader re-arms it before it reads. A burst of commits costs one NOTIFY.
+// NOTIFY is a hint: the queue and the cursors are the truth.
+//
+// # Reading without skipping
+//
+// [Reader] moves a node's changes into the control database's
+// tandem.change_log with COPY. Its cursor is a pair of snapshots
+// (pg_current_snapshot()): a window holds exactly the changes whose
+// transaction is visible in the newer snapshot and not in the older one.
+// Transaction ids below the older snapshot's xmin are complete; ids in its
+// in-progress list are picked up in a later window, whenever they commit.
+// So a transaction that wrote first and committed last is never skipped, and
+// a long transaction delays no one else's changes. Within a window, rows go
+// in queue-id order in bounded batches; the cursor (window and last id) is
+// written in the same control transaction as the batch, so a crash neither
+// skips nor repeats. Rows every consumer has taken are pruned.
+package capture

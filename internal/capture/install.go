@@ -1,0 +1,300 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tandem-sync/tandem/internal/config"
+	sqlfiles "github.com/tandem-sync/tandem/sql"
+)
+
+// Trigger names tandem creates on each captured table, one per event:
+// PostgreSQL allows transition tables only on single-event triggers.
+var triggerEvents = []struct{ Name, Event, Referencing string }{
+	{"tandem_capture_insert", "INSERT", "REFERENCING NEW TABLE AS tandem_new "},
+	{"tandem_capture_update", "UPDATE", "REFERENCING OLD TABLE AS tandem_old NEW TABLE AS tandem_new "},
+	{"tandem_capture_delete", "DELETE", "REFERENCING OLD TABLE AS tandem_old "},
+	{"tandem_capture_truncate", "TRUNCATE", ""},
+}
+
+// installLockKey serializes installs and uninstalls on one database
+// (pg_advisory_xact_lock); the value is arbitrary but fixed.
+const installLockKey = 7_305_116_101_109
+
+// Table is one table to capture, resolved against the node's catalog.
+type Table struct {
+	Schema, Name string
+	Key          []string // configured key, or the primary key
+	Line         int      // where tandem.yaml names it
+}
+
+// Qualified returns schema.name as written in change rows.
+func (t Table) Qualified() string { return t.Schema + "." + t.Name }
+
+func (t Table) ident() string { return pgx.Identifier{t.Schema, t.Name}.Sanitize() }
+
+// Plan is the SQL an install or uninstall runs, statement by statement.
+type Plan struct {
+	Node       string
+	Statements []string
+	// FromVersion and ToVersion are the capture versions before and after.
+	FromVersion, ToVersion int
+	// Added lists the tables that get triggers; Kept those already captured.
+	Added, Kept []string
+}
+
+// Empty reports whether the plan does nothing.
+func (p *Plan) Empty() bool { return len(p.Statements) == 0 }
+
+// SQL returns the plan as one script, as `tandem install --print` shows it.
+func (p *Plan) SQL() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "-- tandem capture on node %s: version %d -> %d\n", p.Node, p.FromVersion, p.ToVersion)
+	if p.Empty() {
+		b.WriteString("-- nothing to do: capture is installed and current for every configured table\n")
+		return b.String()
+	}
+	b.WriteString("BEGIN;\n")
+	for _, s := range p.Statements {
+		b.WriteString(strings.TrimRight(s, "\n"))
+		if !strings.HasSuffix(strings.TrimSpace(s), ";") {
+			b.WriteString(";")
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("COMMIT;\n")
+	return b.String()
+}
+
+// version is one file of sql/node.
+type version struct {
+	N    int
+	Name string
+	SQL  string
+}
+
+// versions returns the embedded capture versions in order.
+func versions() ([]version, error) {
+	entries, err := fs.ReadDir(sqlfiles.Node, "node")
+	if err != nil {
+		return nil, fmt.Errorf("reading embedded capture SQL: %w", err)
+	}
+	var vs []version
+	for _, e := range entries {
+		num, _, ok := strings.Cut(e.Name(), "_")
+		n, err := strconv.Atoi(num)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("embedded capture SQL %s: name must start with NNNN_", e.Name())
+		}
+		body, err := fs.ReadFile(sqlfiles.Node, path.Join("node", e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		vs = append(vs, version{N: n, Name: e.Name(), SQL: string(body)})
+	}
+	slices.SortFunc(vs, func(a, b version) int { return a.N - b.N })
+	return vs, nil
+}
+
+// CurrentVersion is the capture version this binary installs.
+func CurrentVersion() int {
+	vs, err := versions()
+	if err != nil || len(vs) == 0 {
+		return 0
+	}
+	return vs[len(vs)-1].N
+}
+
+// PlanInstall inspects the node and returns what `tandem install` must run
+// to capture tables: the capture schema at the current version, and the
+// triggers of every table that lacks them or has them with another key.
+// Catalog problems (missing table, no key, missing privilege) come back as
+// *config.Problems naming the line of tandem.yaml.
+func PlanInstall(ctx context.Context, q Querier, node string, tables []config.TableRef, file string) (*Plan, []Table, error) {
+	st, err := inspect(ctx, q)
+	if err != nil {
+		return nil, nil, fmt.Errorf("node %s: inspecting capture state: %w", node, err)
+	}
+	resolved, err := resolveTables(ctx, q, node, tables, file, st)
+	if err != nil {
+		return nil, nil, err
+	}
+	vs, err := versions()
+	if err != nil {
+		return nil, nil, err
+	}
+	p := &Plan{Node: node, FromVersion: st.version, ToVersion: max(st.version, vs[len(vs)-1].N)}
+	if st.version > vs[len(vs)-1].N {
+		return nil, nil, fmt.Errorf("node %s has capture version %d, newer than this tandem (%d): upgrade tandem", node, st.version, vs[len(vs)-1].N)
+	}
+	if !st.schemaExists {
+		p.Statements = append(p.Statements, "CREATE SCHEMA tandem;")
+	}
+	if !st.infoExists {
+		p.Statements = append(p.Statements, infoTableSQL(!st.schemaExists))
+	}
+	for _, v := range vs {
+		if v.N > st.version {
+			p.Statements = append(p.Statements, fmt.Sprintf("-- capture version %d (%s)\n%s", v.N, v.Name, strings.TrimSpace(v.SQL)))
+		}
+	}
+	if st.version < p.ToVersion {
+		p.Statements = append(p.Statements, fmt.Sprintf("UPDATE tandem.capture_info SET version = %d, upgraded_at = now();", p.ToVersion))
+	}
+	for _, t := range resolved {
+		have, ok := st.triggers[t.Qualified()]
+		if ok && slices.Equal(have, t.Key) && len(st.triggerNames[t.Qualified()]) == len(triggerEvents) {
+			p.Kept = append(p.Kept, t.Qualified())
+			continue
+		}
+		if ok {
+			p.Statements = append(p.Statements, dropTriggersSQL(t.ident(), st.triggerNames[t.Qualified()])...)
+		}
+		p.Statements = append(p.Statements, createTriggersSQL(t)...)
+		p.Added = append(p.Added, t.Qualified())
+	}
+	return p, resolved, nil
+}
+
+func infoTableSQL(createdSchema bool) string {
+	return fmt.Sprintf(`CREATE TABLE tandem.capture_info (
+    singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    version        integer     NOT NULL,
+    created_schema boolean     NOT NULL,
+    installed_at   timestamptz NOT NULL DEFAULT now(),
+    upgraded_at    timestamptz
+);
+INSERT INTO tandem.capture_info (version, created_schema) VALUES (0, %t);`, createdSchema)
+}
+
+// createTriggersSQL returns the CREATE TRIGGER statements for one table.
+// The key columns are the trigger arguments (TG_ARGV).
+func createTriggersSQL(t Table) []string {
+	args := make([]string, len(t.Key))
+	for i, k := range t.Key {
+		args[i] = quoteLiteral(k)
+	}
+	var out []string
+	for _, e := range triggerEvents {
+		out = append(out, fmt.Sprintf("CREATE TRIGGER %s AFTER %s ON %s %sFOR EACH STATEMENT EXECUTE FUNCTION tandem.capture(%s);",
+			e.Name, e.Event, t.ident(), e.Referencing, strings.Join(args, ", ")))
+	}
+	return out
+}
+
+func dropTriggersSQL(table string, names []string) []string {
+	var out []string
+	for _, n := range names {
+		out = append(out, fmt.Sprintf("DROP TRIGGER %s ON %s;", pgx.Identifier{n}.Sanitize(), table))
+	}
+	return out
+}
+
+// quoteLiteral quotes s as a SQL string literal (standard_conforming_strings
+// is on in every supported PostgreSQL). Only catalog names reach it.
+func quoteLiteral(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+}
+
+// PlanUninstall returns what `tandem uninstall` runs: every trigger tandem
+// created, every capture object, and the schema if tandem created it and
+// nothing else lives in it.
+func PlanUninstall(ctx context.Context, q Querier, node string) (*Plan, error) {
+	st, err := inspect(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: inspecting capture state: %w", node, err)
+	}
+	p := &Plan{Node: node, FromVersion: st.version}
+	tables := make([]string, 0, len(st.triggerNames))
+	for t := range st.triggerNames {
+		tables = append(tables, t)
+	}
+	slices.Sort(tables)
+	for _, t := range tables {
+		p.Statements = append(p.Statements, dropTriggersSQL(st.triggerIdent[t], st.triggerNames[t])...)
+	}
+	if !st.infoExists && len(tables) == 0 {
+		return p, nil
+	}
+	p.Statements = append(p.Statements,
+		"DROP VIEW IF EXISTS tandem.queue_tables, tandem.queue_status;",
+		"DROP FUNCTION IF EXISTS tandem.capture();",
+		"DROP TABLE IF EXISTS tandem.notify_state, tandem.consumers, tandem.change_queue, tandem.capture_info;",
+	)
+	if st.createdSchema && st.othersInSchema == 0 {
+		p.Statements = append(p.Statements, "DROP SCHEMA tandem;")
+	}
+	return p, nil
+}
+
+// Apply runs a plan in one transaction under the install lock, after
+// checking that the node still looks as it did when the plan was made.
+func Apply(ctx context.Context, conn *pgx.Conn, p *Plan, replan func(context.Context, pgx.Tx) (*Plan, error)) (*Plan, error) {
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: beginning install: %w", p.Node, err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(installLockKey)); err != nil {
+		return nil, fmt.Errorf("node %s: taking install lock: %w", p.Node, err)
+	}
+	// Another install may have run between planning and the lock: plan again
+	// under the lock so what runs matches the node.
+	if replan != nil {
+		if p, err = replan(ctx, tx); err != nil {
+			return nil, err
+		}
+	}
+	for _, s := range p.Statements {
+		if _, err := tx.Exec(ctx, s); err != nil {
+			return nil, fmt.Errorf("node %s: running %q: %w", p.Node, firstLine(s), err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("node %s: committing install: %w", p.Node, err)
+	}
+	return p, nil
+}
+
+func firstLine(s string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "--") {
+			return l
+		}
+	}
+	return s
+}
+
+// Install plans and applies capture for tables on a node connection.
+func Install(ctx context.Context, conn *pgx.Conn, node string, tables []config.TableRef, file string) (*Plan, error) {
+	p, _, err := PlanInstall(ctx, conn, node, tables, file)
+	if err != nil {
+		return nil, err
+	}
+	return Apply(ctx, conn, p, func(ctx context.Context, tx pgx.Tx) (*Plan, error) {
+		p, _, err := PlanInstall(ctx, tx, node, tables, file)
+		return p, err
+	})
+}
+
+// Uninstall removes every capture object from a node connection.
+func Uninstall(ctx context.Context, conn *pgx.Conn, node string) (*Plan, error) {
+	p, err := PlanUninstall(ctx, conn, node)
+	if err != nil {
+		return nil, err
+	}
+	return Apply(ctx, conn, p, func(ctx context.Context, tx pgx.Tx) (*Plan, error) {
+		return PlanUninstall(ctx, tx, node)
+	})
+}
+
+// ErrNotInstalled is returned when a node has no capture schema.
+var ErrNotInstalled = errors.New("capture is not installed (run `tandem install NODE`)")

@@ -1,0 +1,331 @@
+package capture
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// emptySnapshot sees no transaction at all: the cursor of a consumer that
+// has taken nothing yet.
+const emptySnapshot = "1:1:"
+
+// DefaultBatchSize bounds the rows one control transaction takes.
+const DefaultBatchSize = 20000
+
+// Reader moves the changes captured on one node into the control
+// database's tandem.change_log. One reader per node and control database
+// may run at a time; a second one fails its batch instead of duplicating.
+type Reader struct {
+	Node     string        // node name, as in tandem.yaml
+	NodeDB   *pgxpool.Pool // the node
+	Control  *pgxpool.Pool // the control database
+	Consumer string        // this control database's consumer name on the node
+	// BatchSize bounds the rows per control transaction (DefaultBatchSize if 0).
+	BatchSize int
+	Logger    *slog.Logger
+}
+
+// PullResult says what one [Reader.Pull] did.
+type PullResult struct {
+	Rows    int64 // changes moved into change_log
+	Batches int   // control transactions that moved rows
+	Pruned  int64 // queue rows deleted on the node
+	// InFlight counts transactions in progress on the node when the window
+	// closed: their changes (if any) come in a later pull.
+	InFlight int
+}
+
+// cursor is a node's row in tandem.cursors.
+type cursor struct {
+	Snapshot string  // everything visible in it has been taken
+	WindowTo *string // the window being taken, if one is open
+	After    int64   // last queue id of the open window already taken
+}
+
+// ErrCursorMoved means another reader advanced the cursor concurrently.
+var ErrCursorMoved = errors.New("the cursor moved underneath this reader: is another tandem reading this node into the same control database?")
+
+// Pull moves every change committed on the node before the call into
+// change_log, in batches, and prunes what every consumer has taken.
+func (r *Reader) Pull(ctx context.Context) (PullResult, error) {
+	var res PullResult
+	if err := r.register(ctx); err != nil {
+		return res, err
+	}
+	// Arm NOTIFY before reading: a change committed after this point
+	// notifies; one committed before it is visible to the read below.
+	if _, err := r.NodeDB.Exec(ctx, "UPDATE tandem.notify_state SET armed = true WHERE NOT armed"); err != nil {
+		return res, r.wrap("re-arming notify", err)
+	}
+	opened := false
+	for {
+		cur, err := r.loadCursor(ctx)
+		if err != nil {
+			return res, err
+		}
+		if cur.WindowTo == nil {
+			if opened {
+				break // the window opened by this pull is complete
+			}
+			var to string
+			if err := r.NodeDB.QueryRow(ctx, "SELECT pg_current_snapshot()::text").Scan(&to); err != nil {
+				return res, r.wrap("taking snapshot", err)
+			}
+			if to == cur.Snapshot {
+				break // no transaction has ended since the last window
+			}
+			cur.WindowTo, cur.After = &to, 0
+			opened = true
+		}
+		n, done, err := r.moveBatch(ctx, cur)
+		if err != nil {
+			return res, err
+		}
+		res.Rows += n
+		if n > 0 {
+			res.Batches++
+		}
+		if done {
+			pruned, inflight, err := r.finishWindow(ctx, *cur.WindowTo)
+			if err != nil {
+				return res, err
+			}
+			res.Pruned += pruned
+			res.InFlight = inflight
+		}
+	}
+	return res, nil
+}
+
+func (r *Reader) wrap(doing string, err error) error {
+	return fmt.Errorf("node %s: %s: %w", r.Node, doing, err)
+}
+
+func (r *Reader) batchSize() int {
+	if r.BatchSize > 0 {
+		return r.BatchSize
+	}
+	return DefaultBatchSize
+}
+
+// register makes sure the consumer and cursor rows exist.
+func (r *Reader) register(ctx context.Context) error {
+	_, err := r.NodeDB.Exec(ctx, `INSERT INTO tandem.consumers (name, snapshot) VALUES ($1, $2::pg_snapshot)
+		ON CONFLICT (name) DO NOTHING`, r.Consumer, emptySnapshot)
+	if err != nil {
+		if isUndefinedTable(err) {
+			return r.wrap("registering consumer", ErrNotInstalled)
+		}
+		return r.wrap("registering consumer", err)
+	}
+	_, err = r.Control.Exec(ctx, `INSERT INTO tandem.cursors (node, snapshot) VALUES ($1, $2)
+		ON CONFLICT (node) DO NOTHING`, r.Node, emptySnapshot)
+	if err != nil {
+		return fmt.Errorf("control: creating cursor of node %s: %w", r.Node, err)
+	}
+	return nil
+}
+
+func (r *Reader) loadCursor(ctx context.Context) (cursor, error) {
+	var c cursor
+	err := r.Control.QueryRow(ctx, "SELECT snapshot, window_to, after_queue_id FROM tandem.cursors WHERE node = $1", r.Node).
+		Scan(&c.Snapshot, &c.WindowTo, &c.After)
+	if err != nil {
+		return c, fmt.Errorf("control: reading cursor of node %s: %w", r.Node, err)
+	}
+	return c, nil
+}
+
+// windowQuery selects one batch of a window. COPY takes no parameters, so the
+// window comes in through transaction-local settings set with parameters.
+const windowQuery = `COPY (
+SELECT q.id, current_setting('tandem.read_node'), q.table_name, q.op, q.keys, q.old, q.new, q.xid, q.captured_at, q.origin
+FROM tandem.change_queue q
+WHERE q.xid >= pg_snapshot_xmin(current_setting('tandem.read_from')::pg_snapshot)
+  AND q.xid <  pg_snapshot_xmax(current_setting('tandem.read_to')::pg_snapshot)
+  AND q.id > current_setting('tandem.read_after')::bigint
+  AND pg_visible_in_snapshot(q.xid, current_setting('tandem.read_to')::pg_snapshot)
+  AND NOT pg_visible_in_snapshot(q.xid, current_setting('tandem.read_from')::pg_snapshot)
+ORDER BY q.id
+LIMIT current_setting('tandem.read_limit')::bigint
+) TO STDOUT`
+
+const changeLogCopy = `COPY tandem.change_log (queue_id, node, table_name, op, keys, old, new, xid, captured_at, origin) FROM STDIN`
+
+// moveBatch streams one batch of the window from the node into change_log
+// and advances the cursor in the same control transaction.
+func (r *Reader) moveBatch(ctx context.Context, cur cursor) (n int64, done bool, err error) {
+	ctl, err := r.Control.Begin(ctx)
+	if err != nil {
+		return 0, false, fmt.Errorf("control: beginning batch for node %s: %w", r.Node, err)
+	}
+	defer ctl.Rollback(ctx)
+	var now cursor
+	err = ctl.QueryRow(ctx, "SELECT snapshot, window_to, after_queue_id FROM tandem.cursors WHERE node = $1 FOR UPDATE", r.Node).
+		Scan(&now.Snapshot, &now.WindowTo, &now.After)
+	if err != nil {
+		return 0, false, fmt.Errorf("control: locking cursor of node %s: %w", r.Node, err)
+	}
+	if now.Snapshot != cur.Snapshot || now.After != cur.After || (now.WindowTo != nil && *now.WindowTo != *cur.WindowTo) {
+		return 0, false, r.wrap("moving changes", ErrCursorMoved)
+	}
+
+	node, err := r.NodeDB.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return 0, false, r.wrap("beginning read", err)
+	}
+	defer node.Rollback(ctx)
+	limit := r.batchSize()
+	_, err = node.Exec(ctx, `SELECT set_config('tandem.read_node', $1, true), set_config('tandem.read_from', $2, true),
+		set_config('tandem.read_to', $3, true), set_config('tandem.read_after', $4, true),
+		set_config('tandem.read_limit', $5, true), set_config('DateStyle', 'ISO', true)`,
+		r.Node, cur.Snapshot, *cur.WindowTo, strconv.FormatInt(cur.After, 10), strconv.Itoa(limit))
+	if err != nil {
+		return 0, false, r.wrap("setting read window", err)
+	}
+
+	counter, err := pipeCopy(ctx, node, ctl)
+	if err != nil {
+		return 0, false, r.wrap("copying changes into the control database", err)
+	}
+	n = counter.rows
+	done = n < int64(limit)
+	if done {
+		_, err = ctl.Exec(ctx, `UPDATE tandem.cursors SET snapshot = $2, window_to = NULL, after_queue_id = 0,
+			rows_taken = rows_taken + $3, updated_at = now() WHERE node = $1`, r.Node, *cur.WindowTo, n)
+	} else {
+		_, err = ctl.Exec(ctx, `UPDATE tandem.cursors SET window_to = $2, after_queue_id = $3,
+			rows_taken = rows_taken + $4, updated_at = now() WHERE node = $1`, r.Node, *cur.WindowTo, counter.lastID, n)
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("control: advancing cursor of node %s: %w", r.Node, err)
+	}
+	if err := ctl.Commit(ctx); err != nil {
+		return 0, false, fmt.Errorf("control: committing batch of node %s: %w", r.Node, err)
+	}
+	return n, done, nil
+}
+
+// pipeCopy runs COPY TO on the node and COPY FROM on the control database at
+// once, joined by a pipe: rows stream through without being decoded.
+func pipeCopy(ctx context.Context, node, ctl pgx.Tx) (*copyCounter, error) {
+	pr, pw := io.Pipe()
+	counter := &copyCounter{w: pw}
+	readErr := make(chan error, 1)
+	go func() {
+		_, err := node.Conn().PgConn().CopyTo(ctx, counter, windowQuery)
+		pw.CloseWithError(err) // nil closes with io.EOF
+		readErr <- err
+	}()
+	_, err := ctl.Conn().PgConn().CopyFrom(ctx, pr, changeLogCopy)
+	pr.CloseWithError(errors.New("control COPY ended")) // unblocks the writer if COPY FROM failed
+	if rerr := <-readErr; rerr != nil {
+		return nil, fmt.Errorf("reading queue: %w", rerr)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("writing change_log: %w", err)
+	}
+	if counter.err != nil {
+		return nil, counter.err
+	}
+	return counter, nil
+}
+
+// copyCounter passes COPY text rows through, counting them and noting the
+// first column (the queue id) of the last one. COPY text escapes newlines
+// in values, so each row is exactly one line.
+type copyCounter struct {
+	w         io.Writer
+	rows      int64
+	lastID    int64
+	inID      bool // reading the first field of a line
+	id        int64
+	midLine   bool
+	err       error
+	sawDigits bool
+}
+
+func (c *copyCounter) Write(p []byte) (int, error) {
+	for i := 0; i < len(p); {
+		if !c.midLine {
+			c.midLine, c.inID, c.id, c.sawDigits = true, true, 0, false
+		}
+		if c.inID {
+			b := p[i]
+			i++
+			switch {
+			case b >= '0' && b <= '9':
+				c.id = c.id*10 + int64(b-'0')
+				c.sawDigits = true
+			case b == '\t' && c.sawDigits:
+				c.inID = false
+				c.lastID = c.id
+			default:
+				c.err = fmt.Errorf("unexpected COPY row from the queue (byte %q in the id column)", b)
+				return 0, c.err
+			}
+			continue
+		}
+		j := bytes.IndexByte(p[i:], '\n')
+		if j < 0 {
+			break
+		}
+		i += j + 1
+		c.rows++
+		c.midLine = false
+	}
+	return c.w.Write(p)
+}
+
+// finishWindow acknowledges the window on the node and prunes the queue rows
+// that every consumer has taken. It returns the rows pruned and how many
+// transactions were in flight when the window closed.
+func (r *Reader) finishWindow(ctx context.Context, to string) (pruned int64, inflight int, err error) {
+	err = r.NodeDB.QueryRow(ctx, `UPDATE tandem.consumers SET snapshot = $2::pg_snapshot, acked_at = now() WHERE name = $1
+		RETURNING (SELECT count(*) FROM pg_snapshot_xip($2::pg_snapshot))`, r.Consumer, to).Scan(&inflight)
+	if err != nil {
+		return 0, 0, r.wrap("acknowledging taken changes", err)
+	}
+	pruned, err = Prune(ctx, r.NodeDB)
+	if err != nil {
+		return 0, 0, r.wrap("pruning queue", err)
+	}
+	if r.Logger != nil && pruned > 0 {
+		r.Logger.Debug("pruned change queue", "node", r.Node, "rows", pruned)
+	}
+	return pruned, inflight, nil
+}
+
+// pruneChunk bounds one DELETE so pruning a large backlog is many short
+// transactions.
+const pruneChunk = 50000
+
+// Prune deletes queue rows every registered consumer has taken: those whose
+// transaction is visible in every consumer's snapshot. (Not merely below
+// every xmin: xids are cluster-wide, so one long transaction anywhere on the
+// server would hold that back.) With no consumer, nothing is pruned.
+func Prune(ctx context.Context, q Querier) (int64, error) {
+	var total int64
+	for {
+		tag, err := q.Exec(ctx, `DELETE FROM tandem.change_queue WHERE id IN (
+			SELECT q.id FROM tandem.change_queue q
+			WHERE q.xid < (SELECT min(pg_snapshot_xmax(c.snapshot)) FROM tandem.consumers c)
+			  AND NOT EXISTS (SELECT 1 FROM tandem.consumers c WHERE NOT pg_visible_in_snapshot(q.xid, c.snapshot))
+			LIMIT $1)`, pruneChunk)
+		if err != nil {
+			return total, err
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < pruneChunk {
+			return total, nil
+		}
+	}
+}

@@ -1,0 +1,278 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tandem-sync/tandem/internal/capture"
+	"github.com/tandem-sync/tandem/internal/config"
+	"github.com/tandem-sync/tandem/internal/control"
+)
+
+const connectTimeout = 15 * time.Second
+
+func runMigrate(ctx context.Context, cfgPath string, args []string, env Env) error {
+	if len(args) > 0 {
+		return usageError{"migrate takes no arguments"}
+	}
+	cfg, err := loadConfig(cfgPath, env)
+	if err != nil {
+		return err
+	}
+	pool, err := openPool(ctx, "control database", cfg.Control)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	applied, err := control.Migrate(ctx, pool)
+	if err != nil {
+		return err
+	}
+	v, err := control.Version(ctx, pool)
+	if err != nil {
+		return err
+	}
+	if len(applied) == 0 {
+		fmt.Fprintf(env.Stdout, "control schema is current (version %d)\n", v)
+		return nil
+	}
+	fmt.Fprintf(env.Stdout, "control schema migrated to version %d (applied %v)\n", v, applied)
+	return nil
+}
+
+func runInstall(ctx context.Context, cfgPath string, args []string, env Env) error {
+	fs := flag.NewFlagSet("install", flag.ContinueOnError)
+	print := fs.Bool("print", false, "print the SQL, change nothing")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	cfg, node, err := nodeArg(cfgPath, pos, "install", env)
+	if err != nil {
+		return err
+	}
+	if node.Capture != "trigger" {
+		return usageError{fmt.Sprintf("node %s: capture %q is not available in this release; use capture: trigger", node.Name, node.Capture)}
+	}
+	tables := cfg.TablesOnNode(node.Name)
+	if len(tables) == 0 {
+		return usageError{fmt.Sprintf("node %s: no sync in %s uses a table on this node; nothing to capture", node.Name, cfg.Path)}
+	}
+	conn, err := connectNode(ctx, node)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	if *print {
+		p, _, err := capture.PlanInstall(ctx, conn, node.Name, tables, cfg.Path)
+		if err != nil {
+			return err
+		}
+		fmt.Fprint(env.Stdout, p.SQL())
+		return nil
+	}
+	p, err := capture.Install(ctx, conn, node.Name, tables, cfg.Path)
+	if err != nil {
+		return err
+	}
+	switch {
+	case p.Empty():
+		fmt.Fprintf(env.Stdout, "node %s: capture version %d already installed on %s; nothing to do\n", node.Name, p.ToVersion, strings.Join(p.Kept, ", "))
+	default:
+		fmt.Fprintf(env.Stdout, "node %s: capture version %d installed (was %d)\n", node.Name, p.ToVersion, p.FromVersion)
+		if len(p.Added) > 0 {
+			fmt.Fprintf(env.Stdout, "  capturing now: %s\n", strings.Join(p.Added, ", "))
+		}
+		if len(p.Kept) > 0 {
+			fmt.Fprintf(env.Stdout, "  already captured: %s\n", strings.Join(p.Kept, ", "))
+		}
+	}
+	return nil
+}
+
+func runUninstall(ctx context.Context, cfgPath string, args []string, env Env) error {
+	fs := flag.NewFlagSet("uninstall", flag.ContinueOnError)
+	print := fs.Bool("print", false, "print the SQL, change nothing")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	_, node, err := nodeArg(cfgPath, pos, "uninstall", env)
+	if err != nil {
+		return err
+	}
+	conn, err := connectNode(ctx, node)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	if *print {
+		p, err := capture.PlanUninstall(ctx, conn, node.Name)
+		if err != nil {
+			return err
+		}
+		fmt.Fprint(env.Stdout, p.SQL())
+		return nil
+	}
+	if s, err := capture.ReadQueueStats(ctx, conn); err == nil && s.Rows > 0 {
+		fmt.Fprintf(env.Stderr, "tandem: warning: node %s: dropping about %d queued changes that no consumer has taken\n", node.Name, s.Rows)
+	}
+	p, err := capture.Uninstall(ctx, conn, node.Name)
+	if err != nil {
+		return err
+	}
+	if p.Empty() {
+		fmt.Fprintf(env.Stdout, "node %s: capture is not installed; nothing to do\n", node.Name)
+		return nil
+	}
+	fmt.Fprintf(env.Stdout, "node %s: capture removed\n", node.Name)
+	return nil
+}
+
+func runStatus(ctx context.Context, cfgPath string, args []string, env Env) error {
+	if len(args) > 0 {
+		return usageError{"status takes no arguments"}
+	}
+	cfg, err := loadConfig(cfgPath, env)
+	if err != nil {
+		return err
+	}
+	cursors := map[string]cursorStatus{}
+	if pool, err := openPool(ctx, "control database", cfg.Control); err != nil {
+		fmt.Fprintf(env.Stderr, "tandem: %v\n", err)
+	} else {
+		cursors, err = readCursors(ctx, pool)
+		pool.Close()
+		if err != nil {
+			fmt.Fprintf(env.Stderr, "tandem: control database: %v\n", err)
+		}
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tCAPTURE\tQUEUED\tOLDEST\tQUEUE SIZE\tCONSUMERS\tTAKEN\tLAST TAKEN")
+	var failed []string
+	for _, name := range cfg.NodeNames {
+		node := cfg.Nodes[name]
+		cur := cursors[name]
+		s, err := nodeQueueStats(ctx, node)
+		if err != nil {
+			fmt.Fprintf(tw, "%s\t%s\terror: %v\n", name, node.Capture, err)
+			failed = append(failed, name)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%d\t%s\n", name, node.Capture, s.Rows, s.OldestAge.Round(time.Second),
+			humanBytes(s.Bytes), s.Consumers, cur.rows, cur.last)
+		for _, msg := range s.OverLimit(node.QueueLimit.Rows, node.QueueLimit.Age) {
+			fmt.Fprintf(env.Stderr, "WARNING: node %s: %s\n", name, msg)
+		}
+	}
+	tw.Flush()
+	if len(failed) > 0 {
+		return fmt.Errorf("could not read capture status of node(s) %s", strings.Join(failed, ", "))
+	}
+	return nil
+}
+
+type cursorStatus struct {
+	rows int64
+	last string
+}
+
+func readCursors(ctx context.Context, pool *pgxpool.Pool) (map[string]cursorStatus, error) {
+	rows, err := pool.Query(ctx, "SELECT node, rows_taken, to_char(updated_at, 'YYYY-MM-DD HH24:MI:SS TZ') FROM tandem.cursors")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]cursorStatus{}
+	for rows.Next() {
+		var n string
+		var c cursorStatus
+		if err := rows.Scan(&n, &c.rows, &c.last); err != nil {
+			return nil, err
+		}
+		out[n] = c
+	}
+	return out, rows.Err()
+}
+
+func nodeQueueStats(ctx context.Context, node *config.Node) (capture.QueueStats, error) {
+	conn, err := connectNode(ctx, node)
+	if err != nil {
+		return capture.QueueStats{}, err
+	}
+	defer conn.Close(ctx)
+	return capture.ReadQueueStats(ctx, conn)
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// nodeArg loads the config and finds the node named by the single argument.
+func nodeArg(cfgPath string, pos []string, cmd string, env Env) (*config.Config, *config.Node, error) {
+	if len(pos) != 1 {
+		return nil, nil, usageError{fmt.Sprintf("%s takes exactly one node name", cmd)}
+	}
+	cfg, err := loadConfig(cfgPath, env)
+	if err != nil {
+		return nil, nil, err
+	}
+	node, ok := cfg.Nodes[pos[0]]
+	if !ok {
+		return nil, nil, usageError{fmt.Sprintf("no node %q in %s (nodes: %s)", pos[0], cfg.Path, strings.Join(cfg.NodeNames, ", "))}
+	}
+	return cfg, node, nil
+}
+
+// connectNode connects to a node; the error names the node and where it is,
+// never the password.
+func connectNode(ctx context.Context, node *config.Node) (*pgx.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, node.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("node %s (%s): cannot connect: %w", node.Name, config.RedactDSN(node.DSN), redactErr(err))
+	}
+	return conn, nil
+}
+
+func openPool(ctx context.Context, what, dsn string) (*pgxpool.Pool, error) {
+	pctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	pool, err := pgxpool.New(pctx, dsn)
+	if err == nil {
+		err = pool.Ping(pctx)
+	}
+	if err != nil {
+		if pool != nil {
+			pool.Close()
+		}
+		return nil, fmt.Errorf("%s (%s): cannot connect: %w", what, config.RedactDSN(dsn), redactErr(err))
+	}
+	return pool, nil
+}
+
+// redactErr keeps a connection error's message but drops a DSN parse error's
+// echo of the input, which may carry a password.
+func redactErr(err error) error {
+	if strings.Contains(err.Error(), "cannot parse") {
+		return errors.New("the DSN cannot be parsed (check its syntax)")
+	}
+	return err
+}
