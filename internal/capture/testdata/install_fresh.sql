@@ -1,0 +1,151 @@
+-- tandem capture on node crm: version 0 -> 1
+BEGIN;
+CREATE SCHEMA tandem;
+CREATE TABLE tandem.capture_info (
+    singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    version        integer     NOT NULL,
+    created_schema boolean     NOT NULL,
+    installed_at   timestamptz NOT NULL DEFAULT now(),
+    upgraded_at    timestamptz
+);
+INSERT INTO tandem.capture_info (version, created_schema) VALUES (0, true);
+-- capture version 1 (0001_capture.sql)
+-- Tandem capture, version 1: the change queue, its consumers, the NOTIFY
+-- coalescing flag, the statement-level trigger function and the views a DBA
+-- uses to watch the queue. Installed by `tandem install NODE` in one
+-- transaction; `tandem install NODE --print` shows exactly this text.
+
+-- Every captured row change waits here until every consumer has taken it.
+-- id is capture order; xid is the writing transaction (xid8, wraparound-safe),
+-- used with consumers' snapshots so a reader never skips a transaction that
+-- started early and committed late.
+CREATE TABLE tandem.change_queue (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    table_name  text        NOT NULL,
+    op          text        NOT NULL,
+    keys        jsonb,
+    old         jsonb,
+    new         jsonb,
+    xid         xid8        NOT NULL DEFAULT pg_current_xact_id(),
+    captured_at timestamptz NOT NULL DEFAULT statement_timestamp(),
+    origin      text
+);
+CREATE INDEX change_queue_xid ON tandem.change_queue (xid);
+COMMENT ON TABLE tandem.change_queue IS
+    'tandem: captured row changes (op insert|update|delete|truncate; update keeps only changed columns in old/new), pruned once every consumer has taken them';
+
+-- Each reader (one per control database) records the snapshot up to which it
+-- has taken changes; rows below every consumer's xmin are pruned.
+CREATE TABLE tandem.consumers (
+    name     text        PRIMARY KEY,
+    snapshot pg_snapshot NOT NULL,
+    acked_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- NOTIFY coalescing: a writer notifies only when it finds the flag armed
+-- (the queue was drained), and disarms it; the reader re-arms after draining.
+-- So a burst of commits sends one NOTIFY, and commits do not serialize on the
+-- cluster-wide notify lock.
+CREATE TABLE tandem.notify_state (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    armed     boolean NOT NULL
+);
+INSERT INTO tandem.notify_state (armed) VALUES (true);
+
+-- Statement-level trigger function. TG_ARGV holds the key columns. Transition
+-- tables are named tandem_old / tandem_new by the triggers.
+CREATE FUNCTION tandem.capture() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    tbl    text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
+    org    text := nullif(current_setting('tandem.origin', true), '');
+    k1     text := TG_ARGV[0];
+    nonkey text[];
+    n      bigint;
+BEGIN
+    IF TG_NARGS > 1 THEN
+        -- composite key: keys = the row minus every non-key column
+        SELECT array_agg(a.attname) INTO nonkey FROM pg_attribute a
+        WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped
+          AND NOT (a.attname = ANY (TG_ARGV));
+        nonkey := coalesce(nonkey, '{}');
+    END IF;
+
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO tandem.change_queue (table_name, op, keys, new, origin)
+        SELECT tbl, 'insert',
+               CASE WHEN nonkey IS NULL THEN jsonb_build_object(k1, r.j -> k1) ELSE r.j - nonkey END,
+               r.j, org
+        FROM (SELECT to_jsonb(t) AS j FROM tandem_new t) r;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO tandem.change_queue (table_name, op, keys, old, origin)
+        SELECT tbl, 'delete',
+               CASE WHEN nonkey IS NULL THEN jsonb_build_object(k1, r.j -> k1) ELSE r.j - nonkey END,
+               r.j, org
+        FROM (SELECT to_jsonb(t) AS j FROM tandem_old t) r;
+    ELSIF TG_OP = 'UPDATE' THEN
+        -- Pair old and new rows by key. A row whose key changed has no
+        -- partner: it is recorded as a delete of the old key and an insert
+        -- of the new one. Only changed columns are kept; no change, no row.
+        INSERT INTO tandem.change_queue (table_name, op, keys, old, new, origin)
+        SELECT tbl,
+               CASE WHEN o.k IS NULL THEN 'insert' WHEN n.k IS NULL THEN 'delete' ELSE 'update' END,
+               coalesce(n.k, o.k),
+               CASE WHEN n.k IS NULL THEN o.j WHEN o.k IS NULL THEN NULL ELSE d.old END,
+               CASE WHEN o.k IS NULL THEN n.j WHEN n.k IS NULL THEN NULL ELSE d.new END,
+               org
+        FROM (SELECT x.j, CASE WHEN nonkey IS NULL THEN jsonb_build_object(k1, x.j -> k1) ELSE x.j - nonkey END AS k
+              FROM (SELECT to_jsonb(t) AS j FROM tandem_old t) x) o
+        FULL JOIN (SELECT x.j, CASE WHEN nonkey IS NULL THEN jsonb_build_object(k1, x.j -> k1) ELSE x.j - nonkey END AS k
+              FROM (SELECT to_jsonb(t) AS j FROM tandem_new t) x) n ON o.k = n.k
+        LEFT JOIN LATERAL (
+            SELECT jsonb_object_agg(e.key, o.j -> e.key) AS old, jsonb_object_agg(e.key, e.value) AS new
+            FROM jsonb_each(n.j) e
+            WHERE e.value IS DISTINCT FROM o.j -> e.key
+        ) d ON true
+        WHERE o.k IS NULL OR n.k IS NULL OR d.new IS NOT NULL
+        ORDER BY n.k IS NULL DESC;
+    ELSE
+        INSERT INTO tandem.change_queue (table_name, op, origin) VALUES (tbl, 'truncate', org);
+    END IF;
+
+    GET DIAGNOSTICS n = ROW_COUNT;
+    -- Plain read first: a disarmed flag (the common case under load) costs
+    -- no lock and no write. SKIP LOCKED: if another writer is disarming it
+    -- right now, that writer's NOTIFY covers this change too.
+    IF n > 0 AND (SELECT s.armed FROM tandem.notify_state s) THEN
+        PERFORM 1 FROM tandem.notify_state s WHERE s.armed FOR UPDATE SKIP LOCKED;
+        IF FOUND THEN
+            UPDATE tandem.notify_state SET armed = false;
+            PERFORM pg_notify('tandem_changes', tbl);
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+REVOKE ALL ON FUNCTION tandem.capture() FROM PUBLIC;
+
+-- What a DBA looks at when nothing drains the queue.
+CREATE VIEW tandem.queue_status AS
+SELECT count(*)                                    AS pending_rows,
+       min(q.captured_at)                          AS oldest_captured_at,
+       now() - min(q.captured_at)                  AS oldest_age,
+       pg_total_relation_size('tandem.change_queue') AS queue_bytes,
+       (SELECT count(*) FROM tandem.consumers)     AS consumers,
+       (SELECT min(c.acked_at) FROM tandem.consumers c) AS oldest_ack
+FROM tandem.change_queue q;
+
+CREATE VIEW tandem.queue_tables AS
+SELECT q.table_name, count(*) AS pending_rows, min(q.captured_at) AS oldest_captured_at
+FROM tandem.change_queue q
+GROUP BY q.table_name;
+UPDATE tandem.capture_info SET version = 1, upgraded_at = now();
+CREATE TRIGGER tandem_capture_insert AFTER INSERT ON "public"."contacts" REFERENCING NEW TABLE AS tandem_new FOR EACH STATEMENT EXECUTE FUNCTION tandem.capture('id');
+CREATE TRIGGER tandem_capture_update AFTER UPDATE ON "public"."contacts" REFERENCING OLD TABLE AS tandem_old NEW TABLE AS tandem_new FOR EACH STATEMENT EXECUTE FUNCTION tandem.capture('id');
+CREATE TRIGGER tandem_capture_delete AFTER DELETE ON "public"."contacts" REFERENCING OLD TABLE AS tandem_old FOR EACH STATEMENT EXECUTE FUNCTION tandem.capture('id');
+CREATE TRIGGER tandem_capture_truncate AFTER TRUNCATE ON "public"."contacts" FOR EACH STATEMENT EXECUTE FUNCTION tandem.capture('id');
+CREATE TRIGGER tandem_capture_insert AFTER INSERT ON "public"."Odd ""Name""" REFERENCING NEW TABLE AS tandem_new FOR EACH STATEMENT EXECUTE FUNCTION tandem.capture('k1', 'K 2');
+CREATE TRIGGER tandem_capture_update AFTER UPDATE ON "public"."Odd ""Name""" REFERENCING OLD TABLE AS tandem_old NEW TABLE AS tandem_new FOR EACH STATEMENT EXECUTE FUNCTION tandem.capture('k1', 'K 2');
+CREATE TRIGGER tandem_capture_delete AFTER DELETE ON "public"."Odd ""Name""" REFERENCING OLD TABLE AS tandem_old FOR EACH STATEMENT EXECUTE FUNCTION tandem.capture('k1', 'K 2');
+CREATE TRIGGER tandem_capture_truncate AFTER TRUNCATE ON "public"."Odd ""Name""" FOR EACH STATEMENT EXECUTE FUNCTION tandem.capture('k1', 'K 2');
+COMMIT;
