@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -214,20 +215,33 @@ func (r *Reader) moveBatch(ctx context.Context, cur cursor) (n int64, done bool,
 	return n, done, nil
 }
 
+// errCopyEnded ends the pipe once the control side's COPY has returned.
+var errCopyEnded = errors.New("control COPY ended")
+
 // pipeCopy runs COPY TO on the node and COPY FROM on the control database at
 // once, joined by a pipe: rows stream through without being decoded.
 func pipeCopy(ctx context.Context, node, ctl pgx.Tx) (*copyCounter, error) {
 	pr, pw := io.Pipe()
-	counter := &copyCounter{w: pw}
+	// CopyTo writes one message per row; buffered, COPY FROM gets large
+	// chunks instead of one network write per row.
+	buf := bufio.NewWriterSize(pw, 256<<10)
+	counter := &copyCounter{w: buf}
 	readErr := make(chan error, 1)
 	go func() {
 		_, err := node.Conn().PgConn().CopyTo(ctx, counter, windowQuery)
+		if err == nil {
+			err = buf.Flush()
+		}
 		pw.CloseWithError(err) // nil closes with io.EOF
 		readErr <- err
 	}()
 	_, err := ctl.Conn().PgConn().CopyFrom(ctx, pr, changeLogCopy)
-	pr.CloseWithError(errors.New("control COPY ended")) // unblocks the writer if COPY FROM failed
-	if rerr := <-readErr; rerr != nil {
+	pr.CloseWithError(errCopyEnded) // unblocks the writer if COPY FROM failed
+	rerr := <-readErr
+	if cerr := ctx.Err(); cerr != nil {
+		return nil, cerr // cut off: whichever side noticed first, the cause is the context
+	}
+	if rerr != nil && !errors.Is(rerr, errCopyEnded) {
 		return nil, fmt.Errorf("reading queue: %w", rerr)
 	}
 	if err != nil {

@@ -91,9 +91,15 @@ func exitCode(err error, env Env) int {
 	if err == nil {
 		return ExitOK
 	}
-	fmt.Fprintf(env.Stderr, "tandem: %v\n", err)
 	var ue usageError
 	var probs *config.Problems
+	if errors.As(err, &probs) && err == error(probs) {
+		// Each line starts FILE:LINE:, as editors and grep read it; a
+		// "tandem: " prefix would hide the first one.
+		fmt.Fprintln(env.Stderr, probs)
+		return ExitUsage
+	}
+	fmt.Fprintf(env.Stderr, "tandem: %v\n", err)
 	if errors.As(err, &ue) || errors.As(err, &probs) {
 		return ExitUsage
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tandem-sync/tandem/internal/capture"
@@ -269,10 +270,12 @@ func openPool(ctx context.Context, what, dsn string) (*pgxpool.Pool, error) {
 }
 
 // redactErr keeps a connection error's message but drops a DSN parse error's
-// echo of the input, which may carry a password.
+// echo of the input, which may carry a password; a DSN that cannot be parsed
+// is a configuration mistake (exit 2).
 func redactErr(err error) error {
-	if strings.Contains(err.Error(), "cannot parse") {
-		return errors.New("the DSN cannot be parsed (check its syntax)")
+	var pe *pgconn.ParseConfigError
+	if errors.As(err, &pe) {
+		return usageError{"the DSN cannot be parsed (check its syntax)"}
 	}
 	return err
 }

@@ -28,7 +28,7 @@ const VersionTable = "tandem.goose_db_version"
 // migration, under a session advisory lock so concurrent migrates wait for
 // each other. It returns the versions it applied.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) ([]int64, error) {
-	if _, err := pool.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS tandem"); err != nil {
+	if err := createSchema(ctx, pool); err != nil {
 		return nil, fmt.Errorf("creating schema tandem in the control database: %w", err)
 	}
 	db := stdlib.OpenDBFromPool(pool)
@@ -46,6 +46,25 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) ([]int64, error) {
 		applied = append(applied, r.Source.Version)
 	}
 	return applied, nil
+}
+
+// schemaLockKey serializes CREATE SCHEMA IF NOT EXISTS, which is not safe
+// against itself: two at once can both try to create the schema.
+const schemaLockKey = 7_305_116_101_110
+
+func createSchema(ctx context.Context, pool *pgxpool.Pool) error {
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(schemaLockKey)); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS tandem"); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
 }
 
 // Version returns the control schema's migration version (0 before any).

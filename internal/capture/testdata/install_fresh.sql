@@ -55,7 +55,7 @@ INSERT INTO tandem.notify_state (armed) VALUES (true);
 -- Statement-level trigger function. TG_ARGV holds the key columns. Transition
 -- tables are named tandem_old / tandem_new by the triggers.
 CREATE FUNCTION tandem.capture() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off AS $fn$
 DECLARE
     tbl    text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
     org    text := nullif(current_setting('tandem.origin', true), '');
@@ -87,6 +87,14 @@ BEGIN
         -- Pair old and new rows by key. A row whose key changed has no
         -- partner: it is recorded as a delete of the old key and an insert
         -- of the new one. Only changed columns are kept; no change, no row.
+        -- MATERIALIZED: each row is turned into jsonb once, not once per use.
+        WITH o AS MATERIALIZED (
+            SELECT x.j, CASE WHEN nonkey IS NULL THEN jsonb_build_object(k1, x.j -> k1) ELSE x.j - nonkey END AS k
+            FROM (SELECT to_jsonb(t) AS j FROM tandem_old t) x
+        ), n AS MATERIALIZED (
+            SELECT x.j, CASE WHEN nonkey IS NULL THEN jsonb_build_object(k1, x.j -> k1) ELSE x.j - nonkey END AS k
+            FROM (SELECT to_jsonb(t) AS j FROM tandem_new t) x
+        )
         INSERT INTO tandem.change_queue (table_name, op, keys, old, new, origin)
         SELECT tbl,
                CASE WHEN o.k IS NULL THEN 'insert' WHEN n.k IS NULL THEN 'delete' ELSE 'update' END,
@@ -94,15 +102,12 @@ BEGIN
                CASE WHEN n.k IS NULL THEN o.j WHEN o.k IS NULL THEN NULL ELSE d.old END,
                CASE WHEN o.k IS NULL THEN n.j WHEN n.k IS NULL THEN NULL ELSE d.new END,
                org
-        FROM (SELECT x.j, CASE WHEN nonkey IS NULL THEN jsonb_build_object(k1, x.j -> k1) ELSE x.j - nonkey END AS k
-              FROM (SELECT to_jsonb(t) AS j FROM tandem_old t) x) o
-        FULL JOIN (SELECT x.j, CASE WHEN nonkey IS NULL THEN jsonb_build_object(k1, x.j -> k1) ELSE x.j - nonkey END AS k
-              FROM (SELECT to_jsonb(t) AS j FROM tandem_new t) x) n ON o.k = n.k
+        FROM o FULL JOIN n ON o.k = n.k
         LEFT JOIN LATERAL (
             SELECT jsonb_object_agg(e.key, o.j -> e.key) AS old, jsonb_object_agg(e.key, e.value) AS new
             FROM jsonb_each(n.j) e
             WHERE e.value IS DISTINCT FROM o.j -> e.key
-        ) d ON true
+        ) d ON o.j IS DISTINCT FROM n.j
         WHERE o.k IS NULL OR n.k IS NULL OR d.new IS NOT NULL
         ORDER BY n.k IS NULL DESC;
     ELSE
