@@ -16,10 +16,11 @@
 // # NOTIFY, coalesced
 //
 // A transaction that sends NOTIFY takes a cluster-wide lock at commit. The
-// trigger therefore notifies channel tandem_changes only when it finds
-// tandem.notify_state armed (the reader drained the queue), disarming it;
-// the reader re-arms it before it reads. A burst of commits costs one NOTIFY.
-// NOTIFY is a hint: the queue and the cursors are the truth.
+// trigger therefore notifies channel tandem_changes only when nextval of the
+// unlogged sequence tandem.notify_seq returns 1; the reader re-arms it
+// (setval to 1, not called) before it reads. A burst of commits costs one
+// NOTIFY, and the check costs no table read. NOTIFY is a hint: the queue and
+// the cursors are the truth.
 //
 // # Reading without skipping
 //

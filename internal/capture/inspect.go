@@ -34,9 +34,9 @@ type state struct {
 // captureObjects are the relations and functions of capture version 1; the
 // rest of schema tandem (the control schema, when the control database is
 // also a node) is not ours to drop.
-var captureObjects = []string{"capture_info", "change_queue", "change_queue_xid", "change_queue_pkey",
-	"change_queue_id_seq", "consumers", "consumers_pkey", "notify_state", "notify_state_pkey",
-	"capture_info_pkey", "queue_status", "queue_tables", "capture"}
+var captureObjects = []string{"capture_info", "change_queue", "change_queue_pkey",
+	"change_queue_id_seq", "consumers", "consumers_pkey", "notify_seq",
+	"capture_info_pkey", "queue_status", "queue_tables", "capture", "row_key"}
 
 func inspect(ctx context.Context, q Querier) (*state, error) {
 	st := &state{triggers: map[string][]string{}, triggerNames: map[string][]string{}, triggerIdent: map[string]string{}}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -31,7 +32,11 @@ type Reader struct {
 	Consumer string        // this control database's consumer name on the node
 	// BatchSize bounds the rows per control transaction (DefaultBatchSize if 0).
 	BatchSize int
-	Logger    *slog.Logger
+	// MaxQueueRows and MaxQueueAge are the node's queue_limit: past either,
+	// every pull logs an error (zero: no limit).
+	MaxQueueRows int64
+	MaxQueueAge  time.Duration
+	Logger       *slog.Logger
 }
 
 // PullResult says what one [Reader.Pull] did.
@@ -63,7 +68,7 @@ func (r *Reader) Pull(ctx context.Context) (PullResult, error) {
 	}
 	// Arm NOTIFY before reading: a change committed after this point
 	// notifies; one committed before it is visible to the read below.
-	if _, err := r.NodeDB.Exec(ctx, "UPDATE tandem.notify_state SET armed = true WHERE NOT armed"); err != nil {
+	if _, err := r.NodeDB.Exec(ctx, "SELECT setval('tandem.notify_seq', 1, false)"); err != nil {
 		return res, r.wrap("re-arming notify", err)
 	}
 	opened := false
@@ -103,7 +108,31 @@ func (r *Reader) Pull(ctx context.Context) (PullResult, error) {
 			res.InFlight = inflight
 		}
 	}
-	return res, nil
+	return res, r.checkLimits(ctx)
+}
+
+// checkLimits logs an error for every queue limit the node exceeds. The
+// queue grows when a consumer stops reading (this one was cut off, or
+// another registered consumer is gone); capture itself never stops.
+func (r *Reader) checkLimits(ctx context.Context) error {
+	if r.MaxQueueRows <= 0 && r.MaxQueueAge <= 0 {
+		return nil
+	}
+	s, err := ReadQueueStats(ctx, r.NodeDB)
+	if err != nil {
+		return r.wrap("checking queue limits", err)
+	}
+	for _, msg := range s.OverLimit(r.MaxQueueRows, r.MaxQueueAge) {
+		r.logger().Error(msg, "node", r.Node, "consumers", s.Consumers)
+	}
+	return nil
+}
+
+func (r *Reader) logger() *slog.Logger {
+	if r.Logger != nil {
+		return r.Logger
+	}
+	return slog.New(slog.DiscardHandler)
 }
 
 func (r *Reader) wrap(doing string, err error) error {
@@ -312,8 +341,8 @@ func (r *Reader) finishWindow(ctx context.Context, to string) (pruned int64, inf
 	if err != nil {
 		return 0, 0, r.wrap("pruning queue", err)
 	}
-	if r.Logger != nil && pruned > 0 {
-		r.Logger.Debug("pruned change queue", "node", r.Node, "rows", pruned)
+	if pruned > 0 {
+		r.logger().Debug("pruned change queue", "node", r.Node, "rows", pruned)
 	}
 	return pruned, inflight, nil
 }

@@ -26,7 +26,7 @@ func ReadQueueStats(ctx context.Context, q Querier) (QueueStats, error) {
 		       now() - (SELECT captured_at FROM tandem.change_queue ORDER BY id LIMIT 1),
 		       pg_total_relation_size('tandem.change_queue'),
 		       (SELECT count(*) FROM tandem.consumers),
-		       (SELECT armed FROM tandem.notify_state)`).Scan(&s.Rows, &age, &s.Bytes, &s.Consumers, &s.Armed)
+		       (SELECT last_value = 1 AND NOT is_called FROM tandem.notify_seq)`).Scan(&s.Rows, &age, &s.Bytes, &s.Consumers, &s.Armed)
 	if err != nil {
 		if isUndefinedTable(err) {
 			return s, ErrNotInstalled

@@ -1,7 +1,9 @@
 package capture_test
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
@@ -108,6 +110,25 @@ func TestTriggerCapturesEveryStatementKind(t *testing.T) {
 			require.NoError(t, err)
 			require.NoError(t, tx.Commit(ctx))
 		}, []change{{Table: tbl, Op: "update", Keys: map[string]any{"id": num(5)}, Old: map[string]any{"score": nil}, New: map[string]any{"score": num(43)}}}},
+		{"single-row no-op update records nothing", func(t *testing.T) {
+			db.Exec(t, "UPDATE contacts SET name = name, score = score WHERE id = 5")
+		}, nil},
+		{"multi-row key change: deletes, then inserts", func(t *testing.T) {
+			db.Exec(t, "UPDATE contacts SET id = id + 100 WHERE id IN (5, 6)")
+			got := drainQueue(t, db)
+			// Deletes must come first; rows of one op come in no set order.
+			require.Len(t, got, 4)
+			require.Equal(t, []string{"delete", "delete", "insert", "insert"}, []string{got[0].Op, got[1].Op, got[2].Op, got[3].Op})
+			slices.SortFunc(got, func(a, b change) int {
+				return cmp.Or(strings.Compare(a.Op, b.Op), cmp.Compare(a.Keys["id"].(float64), b.Keys["id"].(float64)))
+			})
+			require.Equal(t, []change{
+				{Table: tbl, Op: "delete", Keys: map[string]any{"id": num(5)}, Old: map[string]any{"id": num(5), "name": "Eve", "email": "eve@x", "score": num(43), "notes": "multi\nline"}},
+				{Table: tbl, Op: "delete", Keys: map[string]any{"id": num(6)}, Old: map[string]any{"id": num(6), "name": "Fay", "email": nil, "score": num(7), "notes": "from sync"}},
+				{Table: tbl, Op: "insert", Keys: map[string]any{"id": num(105)}, New: map[string]any{"id": num(105), "name": "Eve", "email": "eve@x", "score": num(43), "notes": "multi\nline"}},
+				{Table: tbl, Op: "insert", Keys: map[string]any{"id": num(106)}, New: map[string]any{"id": num(106), "name": "Fay", "email": nil, "score": num(7), "notes": "from sync"}},
+			}, got)
+		}, nil},
 		{"truncate is one change", func(t *testing.T) {
 			db.Exec(t, "TRUNCATE contacts")
 		}, []change{{Table: tbl, Op: "truncate"}}},

@@ -50,13 +50,7 @@ func runMigrate(ctx context.Context, cfgPath string, args []string, env Env) err
 }
 
 func runInstall(ctx context.Context, cfgPath string, args []string, env Env) error {
-	fs := flag.NewFlagSet("install", flag.ContinueOnError)
-	print := fs.Bool("print", false, "print the SQL, change nothing")
-	pos, err := parseFlags(fs, args)
-	if err != nil {
-		return err
-	}
-	cfg, node, err := nodeArg(cfgPath, pos, "install", env)
+	cfg, node, print, err := nodeCommand("install", cfgPath, args, env)
 	if err != nil {
 		return err
 	}
@@ -72,7 +66,7 @@ func runInstall(ctx context.Context, cfgPath string, args []string, env Env) err
 		return err
 	}
 	defer conn.Close(ctx)
-	if *print {
+	if print {
 		p, _, err := capture.PlanInstall(ctx, conn, node.Name, tables, cfg.Path)
 		if err != nil {
 			return err
@@ -100,13 +94,7 @@ func runInstall(ctx context.Context, cfgPath string, args []string, env Env) err
 }
 
 func runUninstall(ctx context.Context, cfgPath string, args []string, env Env) error {
-	fs := flag.NewFlagSet("uninstall", flag.ContinueOnError)
-	print := fs.Bool("print", false, "print the SQL, change nothing")
-	pos, err := parseFlags(fs, args)
-	if err != nil {
-		return err
-	}
-	_, node, err := nodeArg(cfgPath, pos, "uninstall", env)
+	_, node, print, err := nodeCommand("uninstall", cfgPath, args, env)
 	if err != nil {
 		return err
 	}
@@ -115,7 +103,7 @@ func runUninstall(ctx context.Context, cfgPath string, args []string, env Env) e
 		return err
 	}
 	defer conn.Close(ctx)
-	if *print {
+	if print {
 		p, err := capture.PlanUninstall(ctx, conn, node.Name)
 		if err != nil {
 			return err
@@ -225,20 +213,26 @@ func humanBytes(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-// nodeArg loads the config and finds the node named by the single argument.
-func nodeArg(cfgPath string, pos []string, cmd string, env Env) (*config.Config, *config.Node, error) {
-	if len(pos) != 1 {
-		return nil, nil, usageError{fmt.Sprintf("%s takes exactly one node name", cmd)}
-	}
-	cfg, err := loadConfig(cfgPath, env)
+// nodeCommand parses `CMD NODE [--print]`, loads the config and finds the
+// node.
+func nodeCommand(cmd, cfgPath string, args []string, env Env) (cfg *config.Config, node *config.Node, print bool, err error) {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.BoolVar(&print, "print", false, "print the SQL, change nothing")
+	pos, err := parseFlags(fs, args)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
+	}
+	if len(pos) != 1 {
+		return nil, nil, false, usageError{fmt.Sprintf("%s takes exactly one node name", cmd)}
+	}
+	if cfg, err = loadConfig(cfgPath, env); err != nil {
+		return nil, nil, false, err
 	}
 	node, ok := cfg.Nodes[pos[0]]
 	if !ok {
-		return nil, nil, usageError{fmt.Sprintf("no node %q in %s (nodes: %s)", pos[0], cfg.Path, strings.Join(cfg.NodeNames, ", "))}
+		return nil, nil, false, usageError{fmt.Sprintf("no node %q in %s (nodes: %s)", pos[0], cfg.Path, strings.Join(cfg.NodeNames, ", "))}
 	}
-	return cfg, node, nil
+	return cfg, node, print, nil
 }
 
 // connectNode connects to a node; the error names the node and where it is,

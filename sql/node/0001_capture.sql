@@ -6,7 +6,8 @@
 -- Every captured row change waits here until every consumer has taken it.
 -- id is capture order; xid is the writing transaction (xid8, wraparound-safe),
 -- used with consumers' snapshots so a reader never skips a transaction that
--- started early and committed late.
+-- started early and committed late. Readers and pruning walk the primary
+-- key; xid has no index, so a captured row costs one index insert.
 CREATE TABLE tandem.change_queue (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     table_name  text        NOT NULL,
@@ -18,7 +19,6 @@ CREATE TABLE tandem.change_queue (
     captured_at timestamptz NOT NULL DEFAULT statement_timestamp(),
     origin      text
 );
-CREATE INDEX change_queue_xid ON tandem.change_queue (xid);
 COMMENT ON TABLE tandem.change_queue IS
     'tandem: captured row changes (op insert|update|delete|truncate; update keeps only changed columns in old/new), pruned once every consumer has taken them';
 
@@ -30,15 +30,23 @@ CREATE TABLE tandem.consumers (
     acked_at timestamptz NOT NULL DEFAULT now()
 );
 
--- NOTIFY coalescing: a writer notifies only when it finds the flag armed
--- (the queue was drained), and disarms it; the reader re-arms after draining.
--- So a burst of commits sends one NOTIFY, and commits do not serialize on the
--- cluster-wide notify lock.
-CREATE TABLE tandem.notify_state (
-    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-    armed     boolean NOT NULL
-);
-INSERT INTO tandem.notify_state (armed) VALUES (true);
+-- NOTIFY coalescing: the reader re-arms by resetting this sequence
+-- (setval(.., 1, false)); the one writer whose nextval returns 1 sends NOTIFY,
+-- every other gets 2, 3, ... and stays silent. So a burst of commits sends
+-- one NOTIFY, and commits do not serialize on the cluster-wide notify lock.
+-- nextval is non-transactional and needs no table read: the check costs
+-- next to nothing. UNLOGGED: no WAL; after a crash it starts armed.
+-- (If the writer that drew 1 rolls back, no NOTIFY goes out until the
+-- reader re-arms on its next poll: NOTIFY is a hint, the queue is the truth.)
+CREATE UNLOGGED SEQUENCE tandem.notify_seq;
+
+-- A row's key, from its jsonb: the first key column alone (the common case),
+-- or the row minus every non-key column. A plain SQL expression, so the
+-- planner inlines it (STABLE, like jsonb_build_object: a more volatile body
+-- than the declaration would block inlining).
+CREATE FUNCTION tandem.row_key(j jsonb, k1 text, nonkey text[]) RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE AS
+$$ SELECT CASE WHEN nonkey IS NULL THEN jsonb_build_object(k1, j -> k1) ELSE j - nonkey END $$;
 
 -- Statement-level trigger function. TG_ARGV holds the key columns. Transition
 -- tables are named tandem_old / tandem_new by the triggers.
@@ -50,6 +58,10 @@ DECLARE
     k1     text := TG_ARGV[0];
     nonkey text[];
     n      bigint;
+    oj     jsonb;
+    nj     jsonb;
+    okey   jsonb;
+    nkey   jsonb;
 BEGIN
     IF TG_NARGS > 1 THEN
         -- composite key: keys = the row minus every non-key column
@@ -62,56 +74,67 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO tandem.change_queue (table_name, op, keys, new, origin)
         SELECT tbl, 'insert',
-               CASE WHEN nonkey IS NULL THEN jsonb_build_object(k1, r.j -> k1) ELSE r.j - nonkey END,
+               tandem.row_key(r.j, k1, nonkey),
                r.j, org
         FROM (SELECT to_jsonb(t) AS j FROM tandem_new t) r;
     ELSIF TG_OP = 'DELETE' THEN
         INSERT INTO tandem.change_queue (table_name, op, keys, old, origin)
         SELECT tbl, 'delete',
-               CASE WHEN nonkey IS NULL THEN jsonb_build_object(k1, r.j -> k1) ELSE r.j - nonkey END,
+               tandem.row_key(r.j, k1, nonkey),
                r.j, org
         FROM (SELECT to_jsonb(t) AS j FROM tandem_old t) r;
     ELSIF TG_OP = 'UPDATE' THEN
-        -- Pair old and new rows by key. A row whose key changed has no
-        -- partner: it is recorded as a delete of the old key and an insert
-        -- of the new one. Only changed columns are kept; no change, no row.
-        -- MATERIALIZED: each row is turned into jsonb once, not once per use.
-        WITH o AS MATERIALIZED (
-            SELECT x.j, CASE WHEN nonkey IS NULL THEN jsonb_build_object(k1, x.j -> k1) ELSE x.j - nonkey END AS k
-            FROM (SELECT to_jsonb(t) AS j FROM tandem_old t) x
-        ), n AS MATERIALIZED (
-            SELECT x.j, CASE WHEN nonkey IS NULL THEN jsonb_build_object(k1, x.j -> k1) ELSE x.j - nonkey END AS k
-            FROM (SELECT to_jsonb(t) AS j FROM tandem_new t) x
-        )
-        INSERT INTO tandem.change_queue (table_name, op, keys, old, new, origin)
-        SELECT tbl,
-               CASE WHEN o.k IS NULL THEN 'insert' WHEN n.k IS NULL THEN 'delete' ELSE 'update' END,
-               coalesce(n.k, o.k),
-               CASE WHEN n.k IS NULL THEN o.j WHEN o.k IS NULL THEN NULL ELSE d.old END,
-               CASE WHEN o.k IS NULL THEN n.j WHEN n.k IS NULL THEN NULL ELSE d.new END,
-               org
-        FROM o FULL JOIN n ON o.k = n.k
-        LEFT JOIN LATERAL (
-            SELECT jsonb_object_agg(e.key, o.j -> e.key) AS old, jsonb_object_agg(e.key, e.value) AS new
-            FROM jsonb_each(n.j) e
-            WHERE e.value IS DISTINCT FROM o.j -> e.key
-        ) d ON o.j IS DISTINCT FROM n.j
-        WHERE o.k IS NULL OR n.k IS NULL OR d.new IS NOT NULL
-        ORDER BY n.k IS NULL DESC;
+        -- (Nested: plpgsql plans a whole condition, and only UPDATE triggers
+        -- have tandem_new and tandem_old together.)
+        IF (SELECT count(*) FROM tandem_new) = 1 THEN
+            -- One row, the common case: plpgsql variables instead of a join.
+            SELECT to_jsonb(o), to_jsonb(t) INTO oj, nj FROM tandem_old o, tandem_new t;
+            okey := tandem.row_key(oj, k1, nonkey);
+            nkey := tandem.row_key(nj, k1, nonkey);
+            IF okey IS DISTINCT FROM nkey THEN
+                INSERT INTO tandem.change_queue (table_name, op, keys, old, new, origin)
+                VALUES (tbl, 'delete', okey, oj, NULL, org), (tbl, 'insert', nkey, NULL, nj, org);
+            ELSIF oj IS DISTINCT FROM nj THEN
+                INSERT INTO tandem.change_queue (table_name, op, keys, old, new, origin)
+                SELECT tbl, 'update', nkey, jsonb_object_agg(e.key, oj -> e.key), jsonb_object_agg(e.key, e.value), org
+                FROM jsonb_each(nj) e
+                WHERE e.value IS DISTINCT FROM oj -> e.key;
+            END IF;
+        ELSE
+            -- Pair old and new rows by key. A row whose key changed has no
+            -- partner: it is recorded as a delete of the old key and an insert
+            -- of the new one. Only changed columns are kept; no change, no row.
+            -- MATERIALIZED: each row is turned into jsonb once, not once per use.
+            WITH o AS MATERIALIZED (
+                SELECT x.j, tandem.row_key(x.j, k1, nonkey) AS k
+                FROM (SELECT to_jsonb(t) AS j FROM tandem_old t) x
+            ), n AS MATERIALIZED (
+                SELECT x.j, tandem.row_key(x.j, k1, nonkey) AS k
+                FROM (SELECT to_jsonb(t) AS j FROM tandem_new t) x
+            )
+            INSERT INTO tandem.change_queue (table_name, op, keys, old, new, origin)
+            SELECT tbl,
+                   CASE WHEN o.k IS NULL THEN 'insert' WHEN n.k IS NULL THEN 'delete' ELSE 'update' END,
+                   coalesce(n.k, o.k),
+                   CASE WHEN n.k IS NULL THEN o.j WHEN o.k IS NULL THEN NULL ELSE d.old END,
+                   CASE WHEN o.k IS NULL THEN n.j WHEN n.k IS NULL THEN NULL ELSE d.new END,
+                   org
+            FROM o FULL JOIN n ON o.k = n.k
+            LEFT JOIN LATERAL (
+                SELECT jsonb_object_agg(e.key, o.j -> e.key) AS old, jsonb_object_agg(e.key, e.value) AS new
+                FROM jsonb_each(n.j) e
+                WHERE e.value IS DISTINCT FROM o.j -> e.key
+            ) d ON o.j IS DISTINCT FROM n.j
+            WHERE o.k IS NULL OR n.k IS NULL OR d.new IS NOT NULL
+            ORDER BY n.k IS NULL DESC;
+        END IF;
     ELSE
         INSERT INTO tandem.change_queue (table_name, op, origin) VALUES (tbl, 'truncate', org);
     END IF;
 
     GET DIAGNOSTICS n = ROW_COUNT;
-    -- Plain read first: a disarmed flag (the common case under load) costs
-    -- no lock and no write. SKIP LOCKED: if another writer is disarming it
-    -- right now, that writer's NOTIFY covers this change too.
-    IF n > 0 AND (SELECT s.armed FROM tandem.notify_state s) THEN
-        PERFORM 1 FROM tandem.notify_state s WHERE s.armed FOR UPDATE SKIP LOCKED;
-        IF FOUND THEN
-            UPDATE tandem.notify_state SET armed = false;
-            PERFORM pg_notify('tandem_changes', tbl);
-        END IF;
+    IF n > 0 AND nextval('tandem.notify_seq') = 1 THEN
+        PERFORM pg_notify('tandem_changes', tbl);
     END IF;
     RETURN NULL;
 END
