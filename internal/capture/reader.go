@@ -37,6 +37,8 @@ type Reader struct {
 	MaxQueueRows int64
 	MaxQueueAge  time.Duration
 	Logger       *slog.Logger
+
+	registered bool // consumer and cursor rows exist
 }
 
 // PullResult says what one [Reader.Pull] did.
@@ -63,8 +65,11 @@ var ErrCursorMoved = errors.New("the cursor moved underneath this reader: is ano
 // change_log, in batches, and prunes what every consumer has taken.
 func (r *Reader) Pull(ctx context.Context) (PullResult, error) {
 	var res PullResult
-	if err := r.register(ctx); err != nil {
-		return res, err
+	if !r.registered {
+		if err := r.register(ctx); err != nil {
+			return res, err
+		}
+		r.registered = true
 	}
 	// Arm NOTIFY before reading: a change committed after this point
 	// notifies; one committed before it is visible to the read below.
@@ -146,7 +151,9 @@ func (r *Reader) batchSize() int {
 	return DefaultBatchSize
 }
 
-// register makes sure the consumer and cursor rows exist.
+// register makes sure the consumer and cursor rows exist. The consumer row
+// must exist before the first read: from then on no other consumer's
+// pruning removes a change this one has not taken.
 func (r *Reader) register(ctx context.Context) error {
 	_, err := r.NodeDB.Exec(ctx, `INSERT INTO tandem.consumers (name, snapshot) VALUES ($1, $2::pg_snapshot)
 		ON CONFLICT (name) DO NOTHING`, r.Consumer, emptySnapshot)
@@ -164,12 +171,16 @@ func (r *Reader) register(ctx context.Context) error {
 	return nil
 }
 
+const cursorQuery = "SELECT snapshot, window_to, after_queue_id FROM tandem.cursors WHERE node = $1"
+
 func (r *Reader) loadCursor(ctx context.Context) (cursor, error) {
+	return r.scanCursor(r.Control.QueryRow(ctx, cursorQuery, r.Node), "reading")
+}
+
+func (r *Reader) scanCursor(row pgx.Row, doing string) (cursor, error) {
 	var c cursor
-	err := r.Control.QueryRow(ctx, "SELECT snapshot, window_to, after_queue_id FROM tandem.cursors WHERE node = $1", r.Node).
-		Scan(&c.Snapshot, &c.WindowTo, &c.After)
-	if err != nil {
-		return c, fmt.Errorf("control: reading cursor of node %s: %w", r.Node, err)
+	if err := row.Scan(&c.Snapshot, &c.WindowTo, &c.After); err != nil {
+		return c, fmt.Errorf("control: %s cursor of node %s: %w", doing, r.Node, err)
 	}
 	return c, nil
 }
@@ -198,11 +209,9 @@ func (r *Reader) moveBatch(ctx context.Context, cur cursor) (n int64, done bool,
 		return 0, false, fmt.Errorf("control: beginning batch for node %s: %w", r.Node, err)
 	}
 	defer ctl.Rollback(ctx)
-	var now cursor
-	err = ctl.QueryRow(ctx, "SELECT snapshot, window_to, after_queue_id FROM tandem.cursors WHERE node = $1 FOR UPDATE", r.Node).
-		Scan(&now.Snapshot, &now.WindowTo, &now.After)
+	now, err := r.scanCursor(ctl.QueryRow(ctx, cursorQuery+" FOR UPDATE", r.Node), "locking")
 	if err != nil {
-		return 0, false, fmt.Errorf("control: locking cursor of node %s: %w", r.Node, err)
+		return 0, false, err
 	}
 	if now.Snapshot != cur.Snapshot || now.After != cur.After || (now.WindowTo != nil && *now.WindowTo != *cur.WindowTo) {
 		return 0, false, r.wrap("moving changes", ErrCursorMoved)
@@ -332,7 +341,9 @@ func (c *copyCounter) Write(p []byte) (int, error) {
 // that every consumer has taken. It returns the rows pruned and how many
 // transactions were in flight when the window closed.
 func (r *Reader) finishWindow(ctx context.Context, to string) (pruned int64, inflight int, err error) {
-	err = r.NodeDB.QueryRow(ctx, `UPDATE tandem.consumers SET snapshot = $2::pg_snapshot, acked_at = now() WHERE name = $1
+	// An upsert: a consumer row deleted by hand comes back.
+	err = r.NodeDB.QueryRow(ctx, `INSERT INTO tandem.consumers AS c (name, snapshot) VALUES ($1, $2::pg_snapshot)
+		ON CONFLICT (name) DO UPDATE SET snapshot = excluded.snapshot, acked_at = now()
 		RETURNING (SELECT count(*) FROM pg_snapshot_xip($2::pg_snapshot))`, r.Consumer, to).Scan(&inflight)
 	if err != nil {
 		return 0, 0, r.wrap("acknowledging taken changes", err)
