@@ -6,7 +6,7 @@ BIN       ?= bin/tandem
 # Extra flags for `go test` (e.g. TESTFLAGS='-run Capture -v').
 TESTFLAGS ?=
 BENCHFLAGS ?= -benchtime=1x -count=1
-STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@2025.1.1
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: help build test test-short bench deps lint fmt vet clean
 

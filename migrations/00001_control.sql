@@ -42,7 +42,8 @@ CREATE TABLE tandem.change_log (
     run_id      bigint,
     logged_at   timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX change_log_node_table ON tandem.change_log (node, table_name, id);
+-- No secondary index: every change taken costs one index insert (the
+-- reader moves changes in bulk); readers walk id ranges.
 
 -- Where each node's queue has been read up to. A window runs from snapshot
 -- (everything visible in it is taken) to window_to; after_queue_id is the
