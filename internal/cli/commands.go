@@ -152,8 +152,9 @@ func runStatus(ctx context.Context, cfgPath string, args []string, env Env) erro
 		cur := cursors[name]
 		s, err := nodeQueueStats(ctx, node)
 		if err != nil {
-			fmt.Fprintf(tw, "%s\t%s\terror: %v\n", name, node.Capture, err)
-			failed = append(failed, name)
+			// The row says so; the (often multi-line) error goes below the table.
+			fmt.Fprintf(tw, "%s\t%s\tunavailable (see below)\n", name, node.Capture)
+			failed = append(failed, err.Error()) // names the node already
 			continue
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%d\t%s\n", name, node.Capture, s.Rows, s.OldestAge.Round(time.Second),
@@ -164,7 +165,7 @@ func runStatus(ctx context.Context, cfgPath string, args []string, env Env) erro
 	}
 	tw.Flush()
 	if len(failed) > 0 {
-		return fmt.Errorf("could not read capture status of node(s) %s", strings.Join(failed, ", "))
+		return fmt.Errorf("could not read capture status:\n  %s", strings.Join(failed, "\n  "))
 	}
 	return nil
 }

@@ -109,7 +109,8 @@ func TestUnreachableNodeNamesItAndHidesPassword(t *testing.T) {
 		{[]string{"install", "crm", "--print"}, "node crm (postgres://tandem:xxxxx@127.0.0.1:1/crm?connect_timeout=2): cannot connect"},
 		{[]string{"uninstall", "crm"}, "node crm (postgres://tandem:xxxxx@127.0.0.1:1/crm?connect_timeout=2): cannot connect"},
 		{[]string{"migrate"}, "control database (postgres://tandem:xxxxx@127.0.0.1:1/crm?connect_timeout=2): cannot connect"},
-		{[]string{"status"}, "could not read capture status of node(s) crm, hubspot"},
+		{[]string{"status"}, "could not read capture status:\n  node crm (postgres://tandem:xxxxx@127.0.0.1:1/crm?connect_timeout=2): cannot connect"},
+		{[]string{"status"}, "\n  node hubspot (postgres://tandem:xxxxx@127.0.0.1:1/crm?connect_timeout=2): cannot connect"},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
