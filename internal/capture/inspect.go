@@ -25,10 +25,20 @@ type Querier interface {
 type state struct {
 	schemaExists, infoExists, createdSchema bool
 	version                                 int
-	othersInSchema                          int                 // objects in schema tandem that capture did not create
-	triggers                                map[string][]string // schema.table -> key args of its capture triggers
-	triggerNames                            map[string][]string // schema.table -> names of tandem_capture_* triggers
-	triggerIdent                            map[string]string   // schema.table -> quoted identifier
+	othersInSchema                          int                       // objects in schema tandem that capture did not create
+	captured                                map[string]*capturedTable // schema.table -> its capture triggers
+}
+
+// capturedTable is a table that has tandem capture triggers.
+type capturedTable struct {
+	ident    string   // quoted schema.table
+	triggers []string // names of its tandem_capture_* triggers
+	key      []string // the key columns the triggers pass
+}
+
+// complete reports whether the table has every capture trigger, with key.
+func (c *capturedTable) complete(key []string) bool {
+	return len(c.triggers) == len(triggerEvents) && slices.Equal(c.key, key)
 }
 
 // captureObjects are the relations and functions of capture version 1; the
@@ -39,7 +49,7 @@ var captureObjects = []string{"capture_info", "change_queue", "change_queue_pkey
 	"capture_info_pkey", "queue_status", "queue_tables", "capture", "row_key"}
 
 func inspect(ctx context.Context, q Querier) (*state, error) {
-	st := &state{triggers: map[string][]string{}, triggerNames: map[string][]string{}, triggerIdent: map[string]string{}}
+	st := &state{captured: map[string]*capturedTable{}}
 	err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'tandem'),
 	                                to_regclass('tandem.capture_info') IS NOT NULL`).Scan(&st.schemaExists, &st.infoExists)
 	if err != nil {
@@ -82,9 +92,12 @@ func inspect(ctx context.Context, q Querier) (*state, error) {
 			return nil, err
 		}
 		k := schema + "." + table
-		st.triggerNames[k] = append(st.triggerNames[k], name)
-		st.triggerIdent[k] = pgx.Identifier{schema, table}.Sanitize()
-		st.triggers[k] = splitTriggerArgs(args)
+		c := st.captured[k]
+		if c == nil {
+			c = &capturedTable{ident: pgx.Identifier{schema, table}.Sanitize(), key: splitTriggerArgs(args)}
+			st.captured[k] = c
+		}
+		c.triggers = append(c.triggers, name)
 	}
 	return st, rows.Err()
 }
@@ -102,7 +115,7 @@ func splitTriggerArgs(b []byte) []string {
 
 // resolveTables checks each configured table against the node's catalog and
 // fills in its key. Every problem is reported at once, with its line.
-func resolveTables(ctx context.Context, q Querier, node string, refs []config.TableRef, file string, st *state) ([]Table, error) {
+func resolveTables(ctx context.Context, q Querier, node string, refs []config.TableRef, file string, st *state) ([]table, error) {
 	probs := &config.Problems{File: file}
 	if !st.schemaExists {
 		var can bool
@@ -114,7 +127,7 @@ func resolveTables(ctx context.Context, q Querier, node string, refs []config.Ta
 			probs.Add(0, "nodes."+node, "role %s may not create schema tandem: GRANT CREATE ON DATABASE <db> TO %s (or create schema tandem owned by %s)", role, role, role)
 		}
 	}
-	var out []Table
+	var out []table
 	for _, ref := range refs {
 		t, ok, err := resolveTable(ctx, q, node, ref, probs)
 		if err != nil {
@@ -130,8 +143,8 @@ func resolveTables(ctx context.Context, q Querier, node string, refs []config.Ta
 	return out, nil
 }
 
-func resolveTable(ctx context.Context, q Querier, node string, ref config.TableRef, probs *config.Problems) (Table, bool, error) {
-	t := Table{Schema: ref.Schema, Name: ref.Name, Line: ref.Line}
+func resolveTable(ctx context.Context, q Querier, node string, ref config.TableRef, probs *config.Problems) (table, bool, error) {
+	t := table{Schema: ref.Schema, Name: ref.Name}
 	where := fmt.Sprintf("table %s on node %s", t.Qualified(), node)
 	var (
 		oid     uint32

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"path"
 	"slices"
 	"strconv"
@@ -29,17 +30,16 @@ var triggerEvents = []struct{ Name, Event, Referencing string }{
 // (pg_advisory_xact_lock); the value is arbitrary but fixed.
 const installLockKey = 7_305_116_101_109
 
-// Table is one table to capture, resolved against the node's catalog.
-type Table struct {
+// table is one table to capture, resolved against the node's catalog.
+type table struct {
 	Schema, Name string
 	Key          []string // configured key, or the primary key
-	Line         int      // where tandem.yaml names it
 }
 
 // Qualified returns schema.name as written in change rows.
-func (t Table) Qualified() string { return t.Schema + "." + t.Name }
+func (t table) Qualified() string { return t.Schema + "." + t.Name }
 
-func (t Table) ident() string { return pgx.Identifier{t.Schema, t.Name}.Sanitize() }
+func (t table) ident() string { return pgx.Identifier{t.Schema, t.Name}.Sanitize() }
 
 // Plan is the SQL an install or uninstall runs, statement by statement.
 type Plan struct {
@@ -118,22 +118,22 @@ func CurrentVersion() int {
 // triggers of every table that lacks them or has them with another key.
 // Catalog problems (missing table, no key, missing privilege) come back as
 // *config.Problems naming the line of tandem.yaml.
-func PlanInstall(ctx context.Context, q Querier, node string, tables []config.TableRef, file string) (*Plan, []Table, error) {
+func PlanInstall(ctx context.Context, q Querier, node string, tables []config.TableRef, file string) (*Plan, error) {
 	st, err := inspect(ctx, q)
 	if err != nil {
-		return nil, nil, fmt.Errorf("node %s: inspecting capture state: %w", node, err)
+		return nil, fmt.Errorf("node %s: inspecting capture state: %w", node, err)
 	}
 	resolved, err := resolveTables(ctx, q, node, tables, file, st)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	vs, err := versions()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	p := &Plan{Node: node, FromVersion: st.version, ToVersion: max(st.version, vs[len(vs)-1].N)}
 	if st.version > vs[len(vs)-1].N {
-		return nil, nil, fmt.Errorf("node %s has capture version %d, newer than this tandem (%d): upgrade tandem", node, st.version, vs[len(vs)-1].N)
+		return nil, fmt.Errorf("node %s has capture version %d, newer than this tandem (%d): upgrade tandem", node, st.version, vs[len(vs)-1].N)
 	}
 	if !st.schemaExists {
 		p.Statements = append(p.Statements, "CREATE SCHEMA tandem;")
@@ -150,18 +150,18 @@ func PlanInstall(ctx context.Context, q Querier, node string, tables []config.Ta
 		p.Statements = append(p.Statements, fmt.Sprintf("UPDATE tandem.capture_info SET version = %d, upgraded_at = now();", p.ToVersion))
 	}
 	for _, t := range resolved {
-		have, ok := st.triggers[t.Qualified()]
-		if ok && slices.Equal(have, t.Key) && len(st.triggerNames[t.Qualified()]) == len(triggerEvents) {
+		have := st.captured[t.Qualified()]
+		if have != nil && have.complete(t.Key) {
 			p.Kept = append(p.Kept, t.Qualified())
 			continue
 		}
-		if ok {
-			p.Statements = append(p.Statements, dropTriggersSQL(t.ident(), st.triggerNames[t.Qualified()])...)
+		if have != nil {
+			p.Statements = append(p.Statements, dropTriggersSQL(have.ident, have.triggers)...)
 		}
 		p.Statements = append(p.Statements, createTriggersSQL(t)...)
 		p.Added = append(p.Added, t.Qualified())
 	}
-	return p, resolved, nil
+	return p, nil
 }
 
 func infoTableSQL(createdSchema bool) string {
@@ -177,7 +177,7 @@ INSERT INTO tandem.capture_info (version, created_schema) VALUES (0, %t);`, crea
 
 // createTriggersSQL returns the CREATE TRIGGER statements for one table.
 // The key columns are the trigger arguments (TG_ARGV).
-func createTriggersSQL(t Table) []string {
+func createTriggersSQL(t table) []string {
 	args := make([]string, len(t.Key))
 	for i, k := range t.Key {
 		args[i] = quoteLiteral(k)
@@ -213,13 +213,9 @@ func PlanUninstall(ctx context.Context, q Querier, node string) (*Plan, error) {
 		return nil, fmt.Errorf("node %s: inspecting capture state: %w", node, err)
 	}
 	p := &Plan{Node: node, FromVersion: st.version}
-	tables := make([]string, 0, len(st.triggerNames))
-	for t := range st.triggerNames {
-		tables = append(tables, t)
-	}
-	slices.Sort(tables)
+	tables := slices.Sorted(maps.Keys(st.captured))
 	for _, t := range tables {
-		p.Statements = append(p.Statements, dropTriggersSQL(st.triggerIdent[t], st.triggerNames[t])...)
+		p.Statements = append(p.Statements, dropTriggersSQL(st.captured[t].ident, st.captured[t].triggers)...)
 	}
 	if !st.infoExists && len(tables) == 0 {
 		return p, nil
@@ -276,13 +272,12 @@ func firstLine(s string) string {
 
 // Install plans and applies capture for tables on a node connection.
 func Install(ctx context.Context, conn *pgx.Conn, node string, tables []config.TableRef, file string) (*Plan, error) {
-	p, _, err := PlanInstall(ctx, conn, node, tables, file)
+	p, err := PlanInstall(ctx, conn, node, tables, file)
 	if err != nil {
 		return nil, err
 	}
 	return Apply(ctx, conn, p, func(ctx context.Context, tx pgx.Tx) (*Plan, error) {
-		p, _, err := PlanInstall(ctx, tx, node, tables, file)
-		return p, err
+		return PlanInstall(ctx, tx, node, tables, file)
 	})
 }
 

@@ -213,7 +213,7 @@ func TestInstallSQLGolden(t *testing.T) {
 	t.Parallel()
 	db := pgtestDBWith(t, contactsDDL+`; CREATE TABLE "Odd ""Name""" (k1 int, "K 2" text, PRIMARY KEY (k1, "K 2"))`)
 	conn := connect(t, db.URL)
-	p, _, err := capture.PlanInstall(context.Background(), conn, "crm",
+	p, err := capture.PlanInstall(context.Background(), conn, "crm",
 		[]config.TableRef{tableRef("contacts"), tableRef(`Odd "Name"`)}, "tandem.yaml")
 	require.NoError(t, err)
 	golden := filepath.Join("testdata", "install_fresh.sql")

@@ -76,44 +76,56 @@ func (r *Reader) Pull(ctx context.Context) (PullResult, error) {
 	if _, err := r.NodeDB.Exec(ctx, "SELECT setval('tandem.notify_seq', 1, false)"); err != nil {
 		return res, r.wrap("re-arming notify", err)
 	}
-	opened := false
+	cur, err := r.loadCursor(ctx)
+	if err != nil {
+		return res, err
+	}
+	if cur.WindowTo != nil {
+		// A pull cut off mid-window left it open: finish it first.
+		if err := r.takeWindow(ctx, cur, &res); err != nil {
+			return res, err
+		}
+		cur = cursor{Snapshot: *cur.WindowTo}
+	}
+	var to string
+	if err := r.NodeDB.QueryRow(ctx, "SELECT pg_current_snapshot()::text").Scan(&to); err != nil {
+		return res, r.wrap("taking snapshot", err)
+	}
+	if to != cur.Snapshot { // else no transaction has ended since the last window
+		cur.WindowTo = &to
+		if err := r.takeWindow(ctx, cur, &res); err != nil {
+			return res, err
+		}
+	}
+	return res, r.checkLimits(ctx)
+}
+
+// takeWindow moves the rest of the open window in cur, batch by batch, then
+// acknowledges it on the node and, if it took anything, prunes.
+func (r *Reader) takeWindow(ctx context.Context, cur cursor, res *PullResult) error {
+	var taken int64
 	for {
-		cur, err := r.loadCursor(ctx)
+		n, lastID, err := r.moveBatch(ctx, cur)
 		if err != nil {
-			return res, err
+			return err
 		}
-		if cur.WindowTo == nil {
-			if opened {
-				break // the window opened by this pull is complete
-			}
-			var to string
-			if err := r.NodeDB.QueryRow(ctx, "SELECT pg_current_snapshot()::text").Scan(&to); err != nil {
-				return res, r.wrap("taking snapshot", err)
-			}
-			if to == cur.Snapshot {
-				break // no transaction has ended since the last window
-			}
-			cur.WindowTo, cur.After = &to, 0
-			opened = true
-		}
-		n, done, err := r.moveBatch(ctx, cur)
-		if err != nil {
-			return res, err
-		}
+		taken += n
 		res.Rows += n
 		if n > 0 {
 			res.Batches++
 		}
-		if done {
-			pruned, inflight, err := r.finishWindow(ctx, *cur.WindowTo)
-			if err != nil {
-				return res, err
-			}
-			res.Pruned += pruned
-			res.InFlight = inflight
+		if n < int64(r.batchSize()) {
+			break
 		}
+		cur.After = lastID
 	}
-	return res, r.checkLimits(ctx)
+	pruned, inflight, err := r.finishWindow(ctx, *cur.WindowTo, taken > 0)
+	if err != nil {
+		return err
+	}
+	res.Pruned += pruned
+	res.InFlight = inflight
+	return nil
 }
 
 // checkLimits logs an error for every queue limit the node exceeds. The
@@ -202,24 +214,25 @@ LIMIT current_setting('tandem.read_limit')::bigint
 const changeLogCopy = `COPY tandem.change_log (queue_id, node, table_name, op, keys, old, new, xid, captured_at, origin) FROM STDIN`
 
 // moveBatch streams one batch of the window from the node into change_log
-// and advances the cursor in the same control transaction.
-func (r *Reader) moveBatch(ctx context.Context, cur cursor) (n int64, done bool, err error) {
+// and advances the cursor in the same control transaction: past the batch's
+// last queue id, or, for a short batch, past the whole window.
+func (r *Reader) moveBatch(ctx context.Context, cur cursor) (n, lastID int64, err error) {
 	ctl, err := r.Control.Begin(ctx)
 	if err != nil {
-		return 0, false, fmt.Errorf("control: beginning batch for node %s: %w", r.Node, err)
+		return 0, 0, fmt.Errorf("control: beginning batch for node %s: %w", r.Node, err)
 	}
 	defer ctl.Rollback(ctx)
 	now, err := r.scanCursor(ctl.QueryRow(ctx, cursorQuery+" FOR UPDATE", r.Node), "locking")
 	if err != nil {
-		return 0, false, err
+		return 0, 0, err
 	}
 	if now.Snapshot != cur.Snapshot || now.After != cur.After || (now.WindowTo != nil && *now.WindowTo != *cur.WindowTo) {
-		return 0, false, r.wrap("moving changes", ErrCursorMoved)
+		return 0, 0, r.wrap("moving changes", ErrCursorMoved)
 	}
 
 	node, err := r.NodeDB.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
 	if err != nil {
-		return 0, false, r.wrap("beginning read", err)
+		return 0, 0, r.wrap("beginning read", err)
 	}
 	defer node.Rollback(ctx)
 	limit := r.batchSize()
@@ -228,16 +241,15 @@ func (r *Reader) moveBatch(ctx context.Context, cur cursor) (n int64, done bool,
 		set_config('tandem.read_limit', $5, true), set_config('DateStyle', 'ISO', true)`,
 		r.Node, cur.Snapshot, *cur.WindowTo, strconv.FormatInt(cur.After, 10), strconv.Itoa(limit))
 	if err != nil {
-		return 0, false, r.wrap("setting read window", err)
+		return 0, 0, r.wrap("setting read window", err)
 	}
 
 	counter, err := pipeCopy(ctx, node, ctl)
 	if err != nil {
-		return 0, false, r.wrap("copying changes into the control database", err)
+		return 0, 0, r.wrap("copying changes into the control database", err)
 	}
 	n = counter.rows
-	done = n < int64(limit)
-	if done {
+	if n < int64(limit) {
 		_, err = ctl.Exec(ctx, `UPDATE tandem.cursors SET snapshot = $2, window_to = NULL, after_queue_id = 0,
 			rows_taken = rows_taken + $3, updated_at = now() WHERE node = $1`, r.Node, *cur.WindowTo, n)
 	} else {
@@ -245,12 +257,12 @@ func (r *Reader) moveBatch(ctx context.Context, cur cursor) (n int64, done bool,
 			rows_taken = rows_taken + $4, updated_at = now() WHERE node = $1`, r.Node, *cur.WindowTo, counter.lastID, n)
 	}
 	if err != nil {
-		return 0, false, fmt.Errorf("control: advancing cursor of node %s: %w", r.Node, err)
+		return 0, 0, fmt.Errorf("control: advancing cursor of node %s: %w", r.Node, err)
 	}
 	if err := ctl.Commit(ctx); err != nil {
-		return 0, false, fmt.Errorf("control: committing batch of node %s: %w", r.Node, err)
+		return 0, 0, fmt.Errorf("control: committing batch of node %s: %w", r.Node, err)
 	}
-	return n, done, nil
+	return n, counter.lastID, nil
 }
 
 // errCopyEnded ends the pipe once the control side's COPY has returned.
@@ -337,16 +349,21 @@ func (c *copyCounter) Write(p []byte) (int, error) {
 	return c.w.Write(p)
 }
 
-// finishWindow acknowledges the window on the node and prunes the queue rows
-// that every consumer has taken. It returns the rows pruned and how many
-// transactions were in flight when the window closed.
-func (r *Reader) finishWindow(ctx context.Context, to string) (pruned int64, inflight int, err error) {
+// finishWindow acknowledges the window on the node and, when the window took
+// rows, prunes the queue rows that every consumer has taken (a window that
+// took nothing made nothing prunable: no DELETE on every idle poll). It
+// returns the rows pruned and how many transactions were in flight when the
+// window closed.
+func (r *Reader) finishWindow(ctx context.Context, to string, prune bool) (pruned int64, inflight int, err error) {
 	// An upsert: a consumer row deleted by hand comes back.
 	err = r.NodeDB.QueryRow(ctx, `INSERT INTO tandem.consumers AS c (name, snapshot) VALUES ($1, $2::pg_snapshot)
 		ON CONFLICT (name) DO UPDATE SET snapshot = excluded.snapshot, acked_at = now()
 		RETURNING (SELECT count(*) FROM pg_snapshot_xip($2::pg_snapshot))`, r.Consumer, to).Scan(&inflight)
 	if err != nil {
 		return 0, 0, r.wrap("acknowledging taken changes", err)
+	}
+	if !prune {
+		return 0, inflight, nil
 	}
 	pruned, err = Prune(ctx, r.NodeDB)
 	if err != nil {

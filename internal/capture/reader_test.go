@@ -300,3 +300,45 @@ func TestReaderOnNodeWithoutCaptureSaysSo(t *testing.T) {
 	require.ErrorIs(t, err, capture.ErrNotInstalled)
 	require.ErrorContains(t, err, "node crm")
 }
+
+// A pull that fails mid-window (here the control database rejects the second
+// batch) leaves the window open; the next pull finishes that window first,
+// then takes what came after, each change once and in capture order.
+func TestReaderResumesAWindowLeftOpen(t *testing.T) {
+	t.Parallel()
+	node, ctl := newNode(t), newControl(t)
+	r := newReader(t, node, ctl)
+	r.BatchSize = 2
+	ctx := context.Background()
+	ctl.Exec(t, `CREATE TABLE reject (name text);
+		CREATE FUNCTION reject_rows() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF EXISTS (SELECT 1 FROM reject WHERE name = NEW.new->>'name') THEN
+				RAISE EXCEPTION 'rejected %', NEW.new->>'name';
+			END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER reject_rows BEFORE INSERT ON tandem.change_log FOR EACH ROW EXECUTE FUNCTION reject_rows();
+		INSERT INTO reject VALUES ('c')`)
+
+	node.Exec(t, "INSERT INTO contacts (name) VALUES ('a'), ('b'), ('c'), ('d'), ('e')")
+	_, err := r.Pull(ctx)
+	require.ErrorContains(t, err, "rejected c")
+	var windowOpen bool
+	var after int64
+	require.NoError(t, ctl.Pool.QueryRow(ctx, "SELECT window_to IS NOT NULL, after_queue_id FROM tandem.cursors WHERE node = 'crm'").Scan(&windowOpen, &after))
+	require.True(t, windowOpen, "the first batch committed, the window stays open")
+	require.Positive(t, after)
+
+	ctl.Exec(t, "DELETE FROM reject")
+	node.Exec(t, "INSERT INTO contacts (name) VALUES ('f')")
+	res, err := r.Pull(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 4, res.Rows, "c, d, e from the open window, then f")
+	counts, names := logged(t, ctl)
+	for id, n := range counts {
+		require.Equal(t, 1, n, "queue id %d logged %d times", id, n)
+	}
+	require.Equal(t, []string{"a", "b", "c", "d", "e", "f"}, names)
+	require.Zero(t, queueLen(t, node))
+}

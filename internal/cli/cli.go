@@ -12,7 +12,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strings"
 
@@ -30,7 +29,6 @@ const (
 type Env struct {
 	Stdout, Stderr io.Writer
 	Getenv         func(string) (string, bool)
-	Logger         *slog.Logger
 }
 
 const usage = `tandem keeps tables in several PostgreSQL databases in step, both ways.
@@ -55,9 +53,6 @@ func (e usageError) Error() string { return e.msg }
 
 // Run runs one tandem command and returns its exit code.
 func Run(ctx context.Context, args []string, env Env) int {
-	if env.Logger == nil {
-		env.Logger = slog.New(slog.NewTextHandler(env.Stderr, nil))
-	}
 	cfgPath, rest, err := globalFlags(args, env.Getenv)
 	if err == nil && len(rest) == 0 {
 		err = usageError{"no command given"}

@@ -67,7 +67,7 @@ func runInstall(ctx context.Context, cfgPath string, args []string, env Env) err
 	}
 	defer conn.Close(ctx)
 	if print {
-		p, _, err := capture.PlanInstall(ctx, conn, node.Name, tables, cfg.Path)
+		p, err := capture.PlanInstall(ctx, conn, node.Name, tables, cfg.Path)
 		if err != nil {
 			return err
 		}
