@@ -41,12 +41,12 @@ func (c *capturedTable) complete(key []string) bool {
 	return len(c.triggers) == len(triggerEvents) && slices.Equal(c.key, key)
 }
 
-// captureObjects are the relations and functions of capture version 1; the
+// captureObjects are the relations and functions of every capture version; the
 // rest of schema tandem (the control schema, when the control database is
 // also a node) is not ours to drop.
 var captureObjects = []string{"capture_info", "change_queue", "change_queue_pkey",
 	"change_queue_id_seq", "consumers", "consumers_pkey", "notify_seq",
-	"capture_info_pkey", "queue_status", "queue_tables", "capture", "row_key"}
+	"capture_info_pkey", "applied", "applied_pkey", "queue_status", "queue_tables", "capture", "row_key"}
 
 func inspect(ctx context.Context, q Querier) (*state, error) {
 	st := &state{captured: map[string]*capturedTable{}}

@@ -223,7 +223,7 @@ func PlanUninstall(ctx context.Context, q Querier, node string) (*Plan, error) {
 	p.Statements = append(p.Statements,
 		"DROP VIEW IF EXISTS tandem.queue_tables, tandem.queue_status;",
 		"DROP FUNCTION IF EXISTS tandem.capture(), tandem.row_key(jsonb, text, text[]);",
-		"DROP TABLE IF EXISTS tandem.consumers, tandem.change_queue, tandem.capture_info;",
+		"DROP TABLE IF EXISTS tandem.applied, tandem.consumers, tandem.change_queue, tandem.capture_info;",
 		"DROP SEQUENCE IF EXISTS tandem.notify_seq;",
 	)
 	if st.createdSchema && st.othersInSchema == 0 {

@@ -17,14 +17,14 @@ func TestMigrateCreatesControlSchemaOnce(t *testing.T) {
 	cfg := fixture("tandem.yaml")
 
 	r := mustRun(t, env, "-c", cfg, "migrate")
-	require.Contains(t, r.stdout, "control schema migrated to version 1")
+	require.Contains(t, r.stdout, "control schema migrated to version 2")
 	var exists bool
 	require.NoError(t, ctl.Pool.QueryRow(context.Background(),
 		"SELECT to_regclass('tandem.change_log') IS NOT NULL").Scan(&exists))
 	require.True(t, exists, "migrate did not create tandem.change_log")
 
 	r = mustRun(t, env, "-c", cfg, "migrate")
-	require.Equal(t, "control schema is current (version 1)\n", r.stdout)
+	require.Equal(t, "control schema is current (version 2)\n", r.stdout)
 }
 
 func TestStatusShowsQueuesAndWarnsOverLimit(t *testing.T) {

@@ -1,4 +1,4 @@
--- tandem capture on node crm: version 0 -> 1
+-- tandem capture on node crm: version 0 -> 2
 BEGIN;
 CREATE SCHEMA tandem;
 CREATE TABLE tandem.capture_info (
@@ -167,7 +167,22 @@ CREATE VIEW tandem.queue_tables AS
 SELECT q.table_name, count(*) AS pending_rows, min(q.captured_at) AS oldest_captured_at
 FROM tandem.change_queue q
 GROUP BY q.table_name;
-UPDATE tandem.capture_info SET version = 1, upgraded_at = now();
+-- capture version 2 (0002_applied.sql)
+-- Tandem capture, version 2: what the engine applied here. The engine writes
+-- a sync's row in the same transaction as that sync's writes to this node, so
+-- after a crash it knows whether its last apply here committed (and what it
+-- created) without applying twice.
+CREATE TABLE tandem.applied (
+    sync_id    text        NOT NULL,
+    side       text        NOT NULL CHECK (side IN ('source', 'target')),
+    run_id     bigint      NOT NULL,
+    result     jsonb       NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (sync_id, side)
+);
+COMMENT ON TABLE tandem.applied IS
+    'tandem: the last run each sync applied to this node, written with the apply itself';
+UPDATE tandem.capture_info SET version = 2, upgraded_at = now();
 CREATE TRIGGER tandem_capture_insert AFTER INSERT ON "public"."contacts" REFERENCING NEW TABLE AS tandem_new FOR EACH STATEMENT EXECUTE FUNCTION tandem.capture('id');
 CREATE TRIGGER tandem_capture_update AFTER UPDATE ON "public"."contacts" REFERENCING OLD TABLE AS tandem_old NEW TABLE AS tandem_new FOR EACH STATEMENT EXECUTE FUNCTION tandem.capture('id');
 CREATE TRIGGER tandem_capture_delete AFTER DELETE ON "public"."contacts" REFERENCING OLD TABLE AS tandem_old FOR EACH STATEMENT EXECUTE FUNCTION tandem.capture('id');
