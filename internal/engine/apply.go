@@ -1,0 +1,320 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// applyResult is what an apply to one node did. It is stored in the node's
+// tandem.applied row with the apply, so a run redone after a crash learns
+// what a committed apply created without applying again.
+type applyResult struct {
+	Created  [][2]string  `json:"created,omitempty"` // write ref -> new key (canonical)
+	Failed   []applyError `json:"failed,omitempty"`
+	Missing  []string     `json:"missing,omitempty"` // refs of updates that found no row
+	Done     []string     `json:"done,omitempty"`    // refs of writes that applied (or were already there)
+	Inserted int          `json:"inserted"`
+	Updated  int          `json:"updated"`
+	Deleted  int          `json:"deleted"`
+}
+
+type applyError struct {
+	Ref        string `json:"ref"`
+	Reason     string `json:"reason"`
+	SQLState   string `json:"sqlstate,omitempty"`
+	Constraint string `json:"constraint,omitempty"`
+}
+
+// lockTimeout bounds how long an apply waits for an application's row
+// lock before backing off and retrying.
+const lockTimeout = "2s"
+
+// apply writes one side's share of a run in one transaction that also
+// records the run in the node's tandem.applied. A lock or serialization
+// failure is retried with jittered backoff.
+func (r *syncRun) apply(ctx context.Context, s *side, w window, writes []*write) (*applyResult, error) {
+	if len(writes) == 0 {
+		return &applyResult{}, nil
+	}
+	backoff := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		res, err := r.applyOnce(ctx, s, w, writes)
+		if err == nil || !retryable(err) || attempt == 8 {
+			if err != nil {
+				err = fmt.Errorf("node %s: applying to %s: %w", s.Node, s.Table, err)
+			}
+			return res, err
+		}
+		r.e.logger().Warn("apply retried", "sync", r.cfg.ID, "node", s.Node, "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff + rand.N(backoff)):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (r *syncRun) applyOnce(ctx context.Context, s *side, w window, writes []*write) (*applyResult, error) {
+	tx, err := s.Pool.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback(ctx)
+	var runID int64
+	var stored []byte
+	err = tx.QueryRow(ctx, `SELECT run_id, result FROM tandem.applied WHERE sync_id = $1 AND side = $2`,
+		r.cfg.ID, s.Which.String()).Scan(&runID, &stored)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("reading tandem.applied (run `tandem install %s` to upgrade capture): %w", s.Node, err)
+	}
+	if runID == w.RunID {
+		res := &applyResult{}
+		return res, json.Unmarshal(stored, res) // applied before a crash: do not apply again
+	}
+	if _, err := tx.Exec(ctx, `SELECT set_config('tandem.origin', $1, true), set_config('lock_timeout', $2, true)`,
+		r.cfg.ID, lockTimeout); err != nil {
+		return nil, err
+	}
+	if _, err := tx.Exec(ctx, "SAVEPOINT tandem_bulk"); err != nil {
+		return nil, err
+	}
+	res, err := s.applyBulk(ctx, tx, writes)
+	if err != nil && isRowError(err) {
+		// One row is bad: apply row by row so the rest goes in.
+		if _, rerr := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT tandem_bulk"); rerr != nil {
+			return nil, rerr
+		}
+		res, err = s.applyEach(ctx, tx, writes)
+	}
+	if err != nil {
+		return nil, err
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO tandem.applied (sync_id, side, run_id, result) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (sync_id, side) DO UPDATE SET run_id = excluded.run_id, result = excluded.result, applied_at = now()`,
+		r.cfg.ID, s.Which.String(), w.RunID, encodeJSON(res))
+	if err != nil {
+		return nil, err
+	}
+	return res, tx.Commit(ctx)
+}
+
+// rowWrites is the jsonb array a set-based statement reads its rows from.
+type rowWrite struct {
+	Ref  string `json:"ref"`
+	Key  Values `json:"key,omitempty"`
+	Vals Values `json:"vals,omitempty"`
+}
+
+func byKind(writes []*write, kind string) []rowWrite {
+	var out []rowWrite
+	for _, w := range writes {
+		if w.Kind == kind {
+			out = append(out, rowWrite{Ref: w.Ref, Key: w.Key, Vals: w.Vals})
+		}
+	}
+	return out
+}
+
+// applyBulk writes deletes and updates as one statement each and inserts
+// as one pipelined batch.
+func (s *side) applyBulk(ctx context.Context, tx pgx.Tx, writes []*write) (*applyResult, error) {
+	res := &applyResult{}
+	if dels := byKind(writes, "delete"); len(dels) > 0 {
+		rows, err := tx.Query(ctx, s.deleteSQL(), encodeJSON(dels))
+		if err != nil {
+			return nil, err
+		}
+		refs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return nil, err
+		}
+		res.Deleted += len(refs)
+		for _, d := range dels {
+			res.Done = append(res.Done, d.Ref) // a row already gone is deleted too
+		}
+	}
+	if ups := byKind(writes, "update"); len(ups) > 0 {
+		rows, err := tx.Query(ctx, s.updateSQL(), encodeJSON(ups))
+		if err != nil {
+			return nil, err
+		}
+		refs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return nil, err
+		}
+		res.Updated += len(refs)
+		missing, err := s.missing(ctx, tx, ups)
+		if err != nil {
+			return nil, err
+		}
+		res.Missing = append(res.Missing, missing...)
+		for _, u := range ups {
+			if !slices.Contains(missing, u.Ref) {
+				res.Done = append(res.Done, u.Ref)
+			}
+		}
+	}
+	var ins []*write
+	for _, w := range writes {
+		if w.Kind == "insert" {
+			ins = append(ins, w)
+		}
+	}
+	if len(ins) == 0 {
+		return res, nil
+	}
+	b := &pgx.Batch{}
+	for _, w := range ins {
+		b.Queue(s.insertSQL(w.Vals), encodeJSON(w.Vals))
+	}
+	br := tx.SendBatch(ctx, b)
+	for _, w := range ins {
+		var key []byte
+		if err := br.QueryRow().Scan(&key); err != nil {
+			br.Close()
+			return nil, err
+		}
+		if err := res.created(w.Ref, key); err != nil {
+			br.Close()
+			return nil, err
+		}
+	}
+	return res, br.Close()
+}
+
+func (res *applyResult) created(ref string, key []byte) error {
+	k, err := decodeJSON(key)
+	if err != nil {
+		return err
+	}
+	res.Created = append(res.Created, [2]string{ref, canonicalKey(k)})
+	res.Done = append(res.Done, ref)
+	res.Inserted++
+	return nil
+}
+
+// applyEach writes row by row, each under a savepoint: a row the node
+// rejects (constraint, type) is recorded and the others go in.
+func (s *side) applyEach(ctx context.Context, tx pgx.Tx, writes []*write) (*applyResult, error) {
+	res := &applyResult{}
+	for _, w := range writes {
+		if _, err := tx.Exec(ctx, "SAVEPOINT tandem_row"); err != nil {
+			return nil, err
+		}
+		one, err := s.applyBulk(ctx, tx, []*write{w})
+		if err != nil {
+			if !isRowError(err) {
+				return nil, err
+			}
+			if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT tandem_row"); err != nil {
+				return nil, err
+			}
+			res.Failed = append(res.Failed, rowFailure(w.Ref, err))
+			continue
+		}
+		if _, err := tx.Exec(ctx, "RELEASE SAVEPOINT tandem_row"); err != nil {
+			return nil, err
+		}
+		res.Created = append(res.Created, one.Created...)
+		res.Missing = append(res.Missing, one.Missing...)
+		res.Done = append(res.Done, one.Done...)
+		res.Inserted += one.Inserted
+		res.Updated += one.Updated
+		res.Deleted += one.Deleted
+	}
+	return res, nil
+}
+
+func rowFailure(ref string, err error) applyError {
+	f := applyError{Ref: ref, Reason: err.Error()}
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		f.Reason, f.SQLState, f.Constraint = pg.Message, pg.Code, pg.ConstraintName
+		if pg.Detail != "" {
+			f.Reason += ": " + pg.Detail
+		}
+	}
+	return f
+}
+
+// isRowError reports errors that one row's values cause: data exceptions
+// (class 22) and integrity constraint violations (class 23).
+func isRowError(err error) bool {
+	var pg *pgconn.PgError
+	return errors.As(err, &pg) && (strings.HasPrefix(pg.Code, "22") || strings.HasPrefix(pg.Code, "23"))
+}
+
+// retryable reports lock timeouts, deadlocks and serialization failures.
+func retryable(err error) bool {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		switch pg.Code {
+		case "40001", "40P01", "55P03":
+			return true
+		}
+	}
+	return false
+}
+
+func (s *side) deleteSQL() string {
+	return fmt.Sprintf(`DELETE FROM %[1]s t
+		USING jsonb_to_recordset($1::jsonb) a(ref text, key jsonb)
+		CROSS JOIN LATERAL jsonb_populate_record(NULL::%[1]s, a.key) k
+		WHERE %[2]s RETURNING a.ref`, s.ident, s.keyJoin("t", "k"))
+}
+
+// updateSQL sets the mapped columns from each row's values over the row as
+// it is (jsonb_populate_record(t, vals)); a row that would not change is
+// not written, so no dead tuple, no trigger call, no echo.
+func (s *side) updateSQL() string {
+	cols := make([]string, len(s.Cols))
+	rcols := make([]string, len(s.Cols))
+	for i, c := range s.Cols {
+		cols[i] = pgx.Identifier{c}.Sanitize()
+		rcols[i] = "r." + cols[i]
+	}
+	return fmt.Sprintf(`UPDATE %[1]s t SET (%[2]s) = (SELECT %[3]s FROM jsonb_populate_record(t, a.vals) r)
+		FROM jsonb_to_recordset($1::jsonb) a(ref text, key jsonb, vals jsonb)
+		CROSS JOIN LATERAL jsonb_populate_record(NULL::%[1]s, a.key) k
+		WHERE %[4]s AND t IS DISTINCT FROM jsonb_populate_record(t, a.vals)
+		RETURNING a.ref`, s.ident, strings.Join(cols, ", "), strings.Join(rcols, ", "), s.keyJoin("t", "k"))
+}
+
+// missing returns the refs of updates whose row does not exist.
+func (s *side) missing(ctx context.Context, tx pgx.Tx, ups []rowWrite) ([]string, error) {
+	rows, err := tx.Query(ctx, fmt.Sprintf(`SELECT a.ref FROM jsonb_to_recordset($1::jsonb) a(ref text, key jsonb)
+		CROSS JOIN LATERAL jsonb_populate_record(NULL::%[1]s, a.key) k
+		WHERE NOT EXISTS (SELECT 1 FROM %[1]s t WHERE %[2]s)`, s.ident, s.keyJoin("t", "k")), encodeJSON(ups))
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// insertSQL inserts the columns present in vals (the others keep their
+// defaults: a generated key is generated) and returns the new row's key.
+func (s *side) insertSQL(vals Values) string {
+	names := make([]string, 0, len(vals))
+	for c := range vals {
+		names = append(names, c)
+	}
+	slices.Sort(names)
+	cols := make([]string, len(names))
+	rcols := make([]string, len(names))
+	for i, c := range names {
+		cols[i] = pgx.Identifier{c}.Sanitize()
+		rcols[i] = "r." + cols[i]
+	}
+	return fmt.Sprintf(`INSERT INTO %[1]s AS t (%[2]s) SELECT %[3]s FROM jsonb_populate_record(NULL::%[1]s, $1::jsonb) r RETURNING %[4]s`,
+		s.ident, strings.Join(cols, ", "), strings.Join(rcols, ", "), s.keyObject("t"))
+}

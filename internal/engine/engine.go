@@ -1,0 +1,232 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tandem-sync/tandem/internal/capture"
+	"github.com/tandem-sync/tandem/internal/config"
+	"github.com/tandem-sync/tandem/internal/control"
+	"github.com/tandem-sync/tandem/internal/mapping"
+)
+
+// DefaultWindow bounds the changes per side one run consumes: a backlog is
+// many short runs (each one transaction per node), never one long one.
+const DefaultWindow = 20000
+
+// Engine runs the syncs of one config against one control database.
+type Engine struct {
+	Config  *config.Config
+	Control *pgxpool.Pool
+	Nodes   map[string]*pgxpool.Pool // by node name
+	Logger  *slog.Logger
+	// Window bounds the changes per side per run (DefaultWindow if 0).
+	Window int
+
+	once     sync.Once
+	initErr  error
+	consumer string
+	readers  map[string]*nodeReader
+}
+
+// nodeReader serializes pulls of one node: several syncs share it.
+type nodeReader struct {
+	mu sync.Mutex
+	r  *capture.Reader
+}
+
+// Result says what one run did.
+type Result struct {
+	RunID     int64 // 0 when there was nothing to do
+	Created   int
+	Updated   int
+	Deleted   int
+	Conflicts int
+	Errors    int
+	Held      int // entities a manual conflict holds
+	Idle      bool
+}
+
+// Synced is created + updated + deleted.
+func (r Result) Synced() int { return r.Created + r.Updated + r.Deleted }
+
+func (e *Engine) logger() *slog.Logger {
+	if e.Logger != nil {
+		return e.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func (e *Engine) windowSize() int {
+	if e.Window > 0 {
+		return e.Window
+	}
+	return DefaultWindow
+}
+
+func (e *Engine) init(ctx context.Context) error {
+	e.once.Do(func() {
+		id, err := control.InstanceID(ctx, e.Control)
+		if err != nil {
+			e.initErr = fmt.Errorf("control: reading instance id (run `tandem migrate`?): %w", err)
+			return
+		}
+		e.consumer = id
+		e.readers = map[string]*nodeReader{}
+		for name, pool := range e.Nodes {
+			n := e.Config.Nodes[name]
+			r := &capture.Reader{Node: name, NodeDB: pool, Control: e.Control, Consumer: id, Logger: e.logger()}
+			if n != nil {
+				r.MaxQueueRows, r.MaxQueueAge = n.QueueLimit.Rows, n.QueueLimit.Age
+			}
+			e.readers[name] = &nodeReader{r: r}
+		}
+	})
+	return e.initErr
+}
+
+// Pull moves a node's captured changes into change_log.
+func (e *Engine) Pull(ctx context.Context, node string) (capture.PullResult, error) {
+	if err := e.init(ctx); err != nil {
+		return capture.PullResult{}, err
+	}
+	nr := e.readers[node]
+	if nr == nil {
+		return capture.PullResult{}, fmt.Errorf("node %s has no connection", node)
+	}
+	nr.mu.Lock()
+	defer nr.mu.Unlock()
+	return nr.r.Pull(ctx)
+}
+
+// syncRun is one run of one sync.
+type syncRun struct {
+	e        *Engine
+	cfg      *config.Sync
+	src, tgt *side
+	m        *mapping.Mapping
+}
+
+func (e *Engine) newRun(s *config.Sync) (*syncRun, error) {
+	m := mapping.Compile(s.Fields)
+	sp, tp := e.Nodes[s.Source.Node], e.Nodes[s.Target.Node]
+	if sp == nil || tp == nil {
+		return nil, fmt.Errorf("sync %s: no connection to node %s or %s", s.ID, s.Source.Node, s.Target.Node)
+	}
+	return &syncRun{e: e, cfg: s, m: m,
+		src: newSide(mapping.Source, s.Source, sp, m.Columns(mapping.Source)),
+		tgt: newSide(mapping.Target, s.Target, tp, m.Columns(mapping.Target)),
+	}, nil
+}
+
+// RunSync runs one sync once: pull both sides, then consume windows until
+// none is left (each window a run of its own). trigger is recorded in
+// sync_runs (notify, interval, once, manual).
+func (e *Engine) RunSync(ctx context.Context, id, trigger string) (Result, error) {
+	var total Result
+	total.Idle = true
+	s, ok := e.Config.SyncByID(id)
+	if !ok {
+		return total, fmt.Errorf("no sync %q in %s", id, e.Config.Path)
+	}
+	if err := e.init(ctx); err != nil {
+		return total, err
+	}
+	for _, node := range []string{s.Source.Node, s.Target.Node} {
+		if _, err := e.Pull(ctx, node); err != nil {
+			return total, fmt.Errorf("sync %s: pulling changes: %w", id, err)
+		}
+		if s.Source.Node == s.Target.Node {
+			break
+		}
+	}
+	release, err := e.lockSync(ctx, id, 0)
+	if errors.Is(err, ErrBusy) {
+		e.logger().Debug("sync is running elsewhere", "sync", id)
+		return total, nil
+	}
+	if err != nil {
+		return total, err
+	}
+	defer release()
+	for {
+		r, err := e.newRun(s)
+		if err != nil {
+			return total, err
+		}
+		res, more, err := r.run(ctx, trigger)
+		total.add(res)
+		if err != nil || !more {
+			return total, err
+		}
+	}
+}
+
+func (t *Result) add(r Result) {
+	t.Created += r.Created
+	t.Updated += r.Updated
+	t.Deleted += r.Deleted
+	t.Conflicts += r.Conflicts
+	t.Errors += r.Errors
+	t.Held += r.Held
+	if !r.Idle {
+		t.Idle = false
+		t.RunID = r.RunID
+	}
+}
+
+// run plans, resolves, applies and records one window. more reports that
+// the window was full, so another may follow.
+func (r *syncRun) run(ctx context.Context, trigger string) (res Result, more bool, err error) {
+	res.Idle = true
+	start := time.Now()
+	retry, err := r.hasOpenErrors(ctx)
+	if err != nil {
+		return res, false, err
+	}
+	w, err := r.planWindow(ctx, trigger, retry)
+	if err != nil || w.RunID == 0 {
+		return res, false, err
+	}
+	res.Idle, res.RunID = false, w.RunID
+	log := r.e.logger().With("sync", r.cfg.ID, "run_id", w.RunID)
+	res, err = r.execute(ctx, w, res)
+	if err != nil {
+		log.Error("run failed", "err", err)
+		r.fail(w.RunID, start, err)
+		return res, false, fmt.Errorf("sync %s: run %d: %w", r.cfg.ID, w.RunID, err)
+	}
+	if res.Synced()+res.Conflicts+res.Errors > 0 {
+		log.Info("run", "created", res.Created, "updated", res.Updated, "deleted", res.Deleted,
+			"conflicts", res.Conflicts, "errors", res.Errors, "ms", time.Since(start).Milliseconds())
+	}
+	full := w.SourceThrough-w.SourceFrom >= int64(r.e.windowSize())/2 || w.TargetThrough-w.TargetFrom >= int64(r.e.windowSize())/2
+	return res, full || w.Redo, nil
+}
+
+// execute does a planned window: load, resolve, apply, record.
+func (r *syncRun) execute(ctx context.Context, w window, res Result) (Result, error) {
+	if err := r.src.check(ctx); err != nil {
+		return res, err
+	}
+	if err := r.tgt.check(ctx); err != nil {
+		return res, err
+	}
+	p, ents, err := r.resolveWindow(ctx, w)
+	if err != nil {
+		return res, err
+	}
+	var results [2]*applyResult
+	for _, s := range []mapping.Side{mapping.Target, mapping.Source} {
+		if results[s], err = r.apply(ctx, r.sides()[s], w, p.writes[s]); err != nil {
+			return res, err
+		}
+	}
+	return r.finish(ctx, w, p, ents, results, res)
+}

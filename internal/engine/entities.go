@@ -1,0 +1,203 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/tandem-sync/tandem/internal/mapping"
+)
+
+// resolveWindow loads both sides' windows and decides what to write.
+func (r *syncRun) resolveWindow(ctx context.Context, w window) (*plan, []*entity, error) {
+	p := &plan{}
+	var nets [2][]*netChange
+	bounds := [2][2]int64{{w.SourceFrom, w.SourceThrough}, {w.TargetFrom, w.TargetThrough}}
+	for i, s := range r.sides() {
+		if !r.flows(s.Which) {
+			continue // a one-way sync ignores the other side's changes
+		}
+		changes, err := r.loadChanges(ctx, s, bounds[i][0], bounds[i][1])
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, c := range changes {
+			if c.Op == opTruncate && c.Origin != r.cfg.ID {
+				p.errors = append(p.errors, &errorRow{Side: s.Which.Other(),
+					Reason: fmt.Sprintf("TRUNCATE of %s on node %s was not propagated: tandem never empties a table on the other side; delete the rows there by hand", s.Table, s.Node)})
+			}
+		}
+		nets[i] = collapse(s.Which, changes, r.cfg.ID)
+	}
+	ents, err := r.entities(ctx, nets)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := r.readRows(ctx, ents); err != nil {
+		return nil, nil, err
+	}
+	if err := r.match(ctx, &ents, p); err != nil {
+		return nil, nil, err
+	}
+	v := &resolver{run: r, m: r.m, plan: p}
+	if err := v.decide(ctx, ents); err != nil {
+		return nil, nil, err
+	}
+	if err := r.retryErrors(ctx, p); err != nil {
+		return nil, nil, err
+	}
+	return p, ents, nil
+}
+
+// entities pairs both sides' net changes through tandem.links and marks
+// the entities an open manual conflict holds.
+func (r *syncRun) entities(ctx context.Context, nets [2][]*netChange) ([]*entity, error) {
+	var ents []*entity
+	bySide := [2]map[string]*entity{{}, {}}
+	keys := [2][]string{}
+	for s := range nets {
+		for _, n := range nets[s] {
+			keys[s] = append(keys[s], n.Key)
+		}
+	}
+	links, err := r.loadLinks(ctx, keys)
+	if err != nil {
+		return nil, err
+	}
+	for s := range nets {
+		side := mapping.Side(s)
+		for _, n := range nets[s] {
+			e := bySide[s][n.Key]
+			if e == nil {
+				if other, ok := links[s][n.Key]; ok {
+					e = bySide[side.Other()][canonicalKey(other)]
+				}
+			}
+			if e == nil {
+				e = &entity{}
+				e.key[s] = n.KeyVals
+				if other, ok := links[s][n.Key]; ok {
+					e.key[side.Other()], e.linked = other, true
+					bySide[side.Other()][canonicalKey(other)] = e
+				}
+				ents = append(ents, e)
+			}
+			e.net[s] = n
+			bySide[s][n.Key] = e
+		}
+	}
+	return ents, r.markHeld(ctx, ents)
+}
+
+// loadLinks returns, per side, the linked key on the other side of each key.
+func (r *syncRun) loadLinks(ctx context.Context, keys [2][]string) ([2]map[string]Values, error) {
+	out := [2]map[string]Values{{}, {}}
+	rows, err := r.e.Control.Query(ctx, `SELECT source_key, target_key FROM tandem.links
+		WHERE sync_id = $1 AND (source_key = ANY ($2::jsonb[]) OR target_key = ANY ($3::jsonb[]))`,
+		r.cfg.ID, keys[0], keys[1])
+	if err != nil {
+		return out, fmt.Errorf("control: reading links of sync %s: %w", r.cfg.ID, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var sb, tb []byte
+		if err := rows.Scan(&sb, &tb); err != nil {
+			return out, fmt.Errorf("control: reading links of sync %s: %w", r.cfg.ID, err)
+		}
+		sk, err := decodeJSON(sb)
+		if err != nil {
+			return out, err
+		}
+		tk, err := decodeJSON(tb)
+		if err != nil {
+			return out, err
+		}
+		out[0][canonicalKey(sk)] = tk
+		out[1][canonicalKey(tk)] = sk
+	}
+	return out, rows.Err()
+}
+
+// markHeld finds entities with an open conflict: their changes wait, merged
+// into the conflict, until a person resolves it.
+func (r *syncRun) markHeld(ctx context.Context, ents []*entity) error {
+	var sk, tk []string
+	for _, e := range ents {
+		if e.key[0] != nil {
+			sk = append(sk, e.keyText(0))
+		}
+		if e.key[1] != nil {
+			tk = append(tk, e.keyText(1))
+		}
+	}
+	if len(sk)+len(tk) == 0 {
+		return nil
+	}
+	rows, err := r.e.Control.Query(ctx, `SELECT id, source_key, target_key FROM tandem.sync_conflicts
+		WHERE sync_id = $1 AND status = 'open' AND (source_key = ANY ($2::jsonb[]) OR target_key = ANY ($3::jsonb[]))`,
+		r.cfg.ID, sk, tk)
+	if err != nil {
+		return fmt.Errorf("control: reading open conflicts of sync %s: %w", r.cfg.ID, err)
+	}
+	defer rows.Close()
+	held := [2]map[string]int64{{}, {}}
+	for rows.Next() {
+		var id int64
+		var sb, tb []byte
+		if err := rows.Scan(&id, &sb, &tb); err != nil {
+			return err
+		}
+		for i, b := range [][]byte{sb, tb} {
+			if k, _ := decodeJSON(b); k != nil {
+				held[i][canonicalKey(k)] = id
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, e := range ents {
+		for s := range e.key {
+			if id := held[s][e.keyText(mapping.Side(s))]; id != 0 && e.key[s] != nil {
+				e.heldBy = id
+			}
+		}
+	}
+	return nil
+}
+
+// readRows reads current rows a decision needs: the whole row of an
+// unlinked entity changed by an update (it is created on the other side),
+// of an updated entity whose other side deleted it (it may be re-created),
+// and unchanged columns of multi-column fields.
+func (r *syncRun) readRows(ctx context.Context, ents []*entity) error {
+	for _, s := range r.sides() {
+		var keys []Values
+		var want []*netChange
+		for _, e := range ents {
+			n := e.net[s.Which]
+			if n == nil || n.Op != netUpsert || n.Created || e.heldBy != 0 {
+				continue
+			}
+			other := e.net[s.Which.Other()]
+			whole := !e.linked || (other != nil && other.Op == netDelete)
+			if whole || len(r.m.Needs(s.Which, n.Vals)) > 0 {
+				keys = append(keys, n.KeyVals)
+				want = append(want, n)
+			}
+		}
+		rows, err := s.fetchRows(ctx, s.Pool, keys)
+		if err != nil {
+			return err
+		}
+		for _, n := range want {
+			row, ok := rows[n.Key]
+			if !ok {
+				// Gone since: its delete is in a later window. Nothing to create.
+				n.Op = netNone
+				continue
+			}
+			n.Extra = row
+		}
+	}
+	return nil
+}

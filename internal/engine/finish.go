@@ -1,0 +1,209 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tandem-sync/tandem/internal/mapping"
+)
+
+// finish records a run in one control transaction: links, conflicts and
+// errors, the advanced cursors, and the run row. Until it commits, the
+// window stays pending and a restart redoes it.
+func (r *syncRun) finish(ctx context.Context, w window, p *plan, ents []*entity, results [2]*applyResult, res Result) (Result, error) {
+	links, unlinks, done := r.outcomes(p, results)
+	for s, ar := range results {
+		res.Created += ar.Inserted
+		res.Updated += ar.Updated
+		res.Deleted += ar.Deleted
+		r.missingConflicts(p, mapping.Side(s), ar)
+	}
+	newErrors := r.errorRows(p, results)
+	res.Conflicts = len(p.conflicts)
+	res.Held = len(p.holds)
+	for _, e := range newErrors {
+		if e.ID == 0 {
+			res.Errors++
+		}
+	}
+	err := pgx.BeginFunc(ctx, r.e.Control, func(tx pgx.Tx) error {
+		if err := r.saveLinks(ctx, tx, links, unlinks); err != nil {
+			return err
+		}
+		if err := r.saveConflicts(ctx, tx, w.RunID, p); err != nil {
+			return err
+		}
+		if err := r.saveErrors(ctx, tx, w.RunID, newErrors, done); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE tandem.sync_state SET source_through = $2, target_through = $3,
+			pending_run = NULL, pending_source_through = NULL, pending_target_through = NULL, last_error = NULL
+			WHERE sync_id = $1`, r.cfg.ID, w.SourceThrough, w.TargetThrough); err != nil {
+			return err
+		}
+		if res.Synced()+res.Conflicts+res.Errors == 0 {
+			// Only echoes or no-ops: an idle check, not a run.
+			_, err := tx.Exec(ctx, `DELETE FROM tandem.sync_runs WHERE id = $1`, w.RunID)
+			return err
+		}
+		_, err := tx.Exec(ctx, `UPDATE tandem.sync_runs SET status = 'succeeded', synced = $2, created = $3, updated = $4,
+			deleted = $5, conflicts = $6, errors = $7, completed_at = clock_timestamp(), error = NULL,
+			duration_ms = (extract(epoch FROM clock_timestamp() - started_at) * 1000)::int
+			WHERE id = $1`, w.RunID, res.Synced(), res.Created, res.Updated, res.Deleted, res.Conflicts, res.Errors)
+		return err
+	})
+	if err != nil {
+		return res, fmt.Errorf("control: recording run: %w", err)
+	}
+	if res.Synced()+res.Conflicts+res.Errors == 0 {
+		res.Idle = true
+	}
+	return res, nil
+}
+
+// outcomes turns apply results into link changes and the refs that applied.
+func (r *syncRun) outcomes(p *plan, results [2]*applyResult) (links, unlinks [][2]Values, done map[string]bool) {
+	done = map[string]bool{}
+	links = append(links, p.links...)
+	unlinks = append(unlinks, p.unlinks...)
+	for s := range results {
+		to := mapping.Side(s)
+		created := map[string]string{}
+		for _, c := range results[s].Created {
+			created[c[0]] = c[1]
+		}
+		for _, ref := range results[s].Done {
+			done[to.String()+" "+ref] = true
+		}
+		for _, w := range p.writes[s] {
+			nk, ok := created[w.Ref]
+			if !ok || w.ent == nil {
+				continue
+			}
+			key, _ := decodeJSON([]byte(nk))
+			var pair [2]Values
+			pair[to], pair[to.Other()] = key, w.ent.key[to.Other()]
+			links = append(links, pair)
+		}
+	}
+	return links, unlinks, done
+}
+
+// missingConflicts records updates that found their row deleted on the
+// side being written: the delete wins (it reaches the other side from
+// that side's changes); the update's values are recorded as lost.
+func (r *syncRun) missingConflicts(p *plan, to mapping.Side, ar *applyResult) {
+	if len(ar.Missing) == 0 {
+		return
+	}
+	missing := map[string]bool{}
+	for _, m := range ar.Missing {
+		missing[m] = true
+	}
+	for _, w := range p.writes[to] {
+		if w.Kind != "update" || !missing[w.Ref] || w.ent == nil {
+			continue
+		}
+		from := to.Other()
+		p.conflicts = append(p.conflicts, &conflictRow{
+			Kind: "update_delete", Keys: w.ent.key, Resolution: "deleted",
+			Changes: sideChanges(from, netJSON(w.ent.net[from])),
+			Lost:    map[string]Values{from.String(): w.ent.net[from].Vals},
+		})
+	}
+}
+
+func (r *syncRun) saveLinks(ctx context.Context, tx pgx.Tx, links, unlinks [][2]Values) error {
+	if len(unlinks) > 0 {
+		if _, err := tx.Exec(ctx, `DELETE FROM tandem.links k USING jsonb_to_recordset($2::jsonb) l(s jsonb, t jsonb)
+			WHERE k.sync_id = $1 AND (k.source_key = l.s OR k.target_key = l.t)`, r.cfg.ID, pairsJSON(unlinks)); err != nil {
+			return fmt.Errorf("unlinking: %w", err)
+		}
+	}
+	if len(links) == 0 {
+		return nil
+	}
+	// A re-created row replaces the link of the row it stands for.
+	if _, err := tx.Exec(ctx, `DELETE FROM tandem.links k USING jsonb_to_recordset($2::jsonb) l(s jsonb, t jsonb)
+		WHERE k.sync_id = $1 AND (k.source_key = l.s OR k.target_key = l.t)`, r.cfg.ID, pairsJSON(links)); err != nil {
+		return fmt.Errorf("replacing links: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO tandem.links (sync_id, source_key, target_key)
+		SELECT $1, l.s, l.t FROM jsonb_to_recordset($2::jsonb) l(s jsonb, t jsonb)`, r.cfg.ID, pairsJSON(links)); err != nil {
+		return fmt.Errorf("linking: %w", err)
+	}
+	return nil
+}
+
+func pairsJSON(pairs [][2]Values) []byte {
+	out := make([]map[string]Values, len(pairs))
+	for i, p := range pairs {
+		out[i] = map[string]Values{"s": p[0], "t": p[1]}
+	}
+	return encodeJSON(out)
+}
+
+func (r *syncRun) saveConflicts(ctx context.Context, tx pgx.Tx, runID int64, p *plan) error {
+	for _, c := range p.conflicts {
+		status, resolvedAt := "resolved", any(time.Now())
+		if c.Open {
+			status, resolvedAt = "open", nil
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO tandem.sync_conflicts (sync_id, run_id, status, kind, source_key, target_key,
+			source_change, target_change, base, resolution, kept, lost, fields, resolved_at, resolved_by)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, CASE WHEN $3 = 'resolved' THEN 'tandem' END)`,
+			r.cfg.ID, runID, status, c.Kind, jsonOrNil(c.Keys[0]), jsonOrNil(c.Keys[1]),
+			jsonOrNil(c.Changes[0]), jsonOrNil(c.Changes[1]), jsonOrNil(c.Base), c.Resolution,
+			jsonOrNil(c.Kept), jsonOrNil(c.Lost), c.Fields, resolvedAt)
+		if err != nil {
+			return fmt.Errorf("recording a conflict: %w", err)
+		}
+	}
+	for _, e := range p.holds {
+		// Later changes of a held entity wait in its conflict.
+		for s, n := range e.net {
+			if n == nil || n.Op == netNone {
+				continue
+			}
+			col := "source_change"
+			if s == 1 {
+				col = "target_change"
+			}
+			_, err := tx.Exec(ctx, fmt.Sprintf(`UPDATE tandem.sync_conflicts SET %[1]s = jsonb_build_object(
+				'op', $2::text, 'at', $3::timestamptz,
+				'vals', CASE WHEN $2 = 'delete' THEN NULL ELSE coalesce(%[1]s -> 'vals', '{}') || $4::jsonb END)
+				WHERE id = $1`, col), e.heldBy, netOp(n), n.Last, encodeJSON(n.Vals))
+			if err != nil {
+				return fmt.Errorf("holding changes in conflict %d: %w", e.heldBy, err)
+			}
+		}
+	}
+	return nil
+}
+
+func netOp(n *netChange) string {
+	if n.Created {
+		return "insert"
+	}
+	return n.Op
+}
+
+// jsonOrNil renders v as a jsonb parameter; nil and empty maps as NULL.
+func jsonOrNil(v any) any {
+	switch x := v.(type) {
+	case nil:
+		return nil
+	case Values:
+		if x == nil {
+			return nil
+		}
+	case map[string]Values:
+		if len(x) == 0 {
+			return nil
+		}
+	}
+	return string(encodeJSON(v))
+}

@@ -1,0 +1,140 @@
+package engine_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-sync/tandem/internal/capture"
+	"github.com/tandem-sync/tandem/internal/config"
+	"github.com/tandem-sync/tandem/internal/control"
+	"github.com/tandem-sync/tandem/internal/engine"
+	"github.com/tandem-sync/tandem/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+const crmDDL = `CREATE TABLE contacts (
+	id bigserial PRIMARY KEY,
+	full_name text,
+	email text UNIQUE,
+	phone text,
+	notes text)`
+
+const hubspotDDL = `CREATE TABLE hs_contacts (
+	id bigserial PRIMARY KEY,
+	firstname text,
+	lastname text,
+	email text UNIQUE,
+	phone_number text,
+	score int)`
+
+// contactsSync is the sync most tests run, with its extra YAML lines.
+func contactsYAML(extra string) string {
+	return `control: ${CTL}
+nodes:
+  crm: { dsn: "${CRM}" }
+  hubspot: { dsn: "${HUB}" }
+syncs:
+  - id: contacts
+    source: { node: crm, table: public.contacts }
+    target: { node: hubspot, table: public.hs_contacts }
+` + extra + `    fields:
+      - { source: full_name, target: [firstname, lastname], transform: split_name }
+      - { source: email, target: email, transform: lowercase }
+      - { source: phone, target: phone_number }
+`
+}
+
+// rig is a control database and nodes with capture installed, and an engine.
+type rig struct {
+	t     *testing.T
+	ctl   *pgtest.DB
+	nodes map[string]*pgtest.DB
+	cfg   *config.Config
+	eng   *engine.Engine
+	yaml  string
+	env   map[string]string
+}
+
+func newRig(t *testing.T, yaml string, ddl map[string]string) *rig {
+	t.Helper()
+	r := &rig{t: t, ctl: pgtest.NewDB(t), nodes: map[string]*pgtest.DB{}, yaml: yaml, env: map[string]string{}}
+	r.env["CTL"] = r.ctl.URL
+	for name, d := range ddl {
+		db := pgtest.NewDB(t)
+		db.Exec(t, d)
+		r.nodes[name] = db
+		r.env[strings.ToUpper(map[string]string{"crm": "crm", "hubspot": "hub", "gcontacts": "gc"}[name])] = db.URL
+	}
+	cfg, err := config.Parse("tandem.yaml", []byte(yaml), func(k string) (string, bool) { v, ok := r.env[k]; return v, ok })
+	require.NoError(t, err)
+	r.cfg = cfg
+	ctx := context.Background()
+	_, err = control.Migrate(ctx, r.ctl.Pool)
+	require.NoError(t, err)
+	pools := map[string]*pgxpool.Pool{}
+	for name, db := range r.nodes {
+		conn, err := pgx.Connect(ctx, db.URL)
+		require.NoError(t, err)
+		_, err = capture.Install(ctx, conn, name, cfg.TablesOnNode(name), "tandem.yaml")
+		require.NoError(t, err)
+		conn.Close(ctx)
+		pools[name] = db.Pool
+	}
+	r.eng = &engine.Engine{Config: cfg, Control: r.ctl.Pool, Nodes: pools, Logger: testLogger(t)}
+	return r
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if os.Getenv("TANDEM_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// run runs a sync once and fails the test on error.
+func (r *rig) run(id string) engine.Result {
+	r.t.Helper()
+	res, err := r.eng.RunSync(context.Background(), id, "manual")
+	require.NoError(r.t, err)
+	return res
+}
+
+func (r *rig) exec(node, sql string, args ...any) {
+	r.t.Helper()
+	r.nodes[node].Exec(r.t, sql, args...)
+}
+
+// rows returns a table's rows (the given columns, ordered) as strings.
+func (r *rig) rows(node, query string) []string {
+	r.t.Helper()
+	rows, err := r.nodes[node].Pool.Query(context.Background(), query)
+	require.NoError(r.t, err)
+	var out []string
+	for rows.Next() {
+		vals, err := rows.Values()
+		require.NoError(r.t, err)
+		parts := make([]string, len(vals))
+		for i, v := range vals {
+			parts[i] = fmt.Sprint(v)
+		}
+		out = append(out, strings.Join(parts, "|"))
+	}
+	require.NoError(r.t, rows.Err())
+	return out
+}
+
+func (r *rig) ctlInt(query string, args ...any) int {
+	r.t.Helper()
+	var n int
+	require.NoError(r.t, r.ctl.Pool.QueryRow(context.Background(), query, args...).Scan(&n))
+	return n
+}

@@ -1,0 +1,163 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// window is the part of each side's change_log a run consumes: ids in
+// (From, Through], on the side's node and table.
+type window struct {
+	RunID                     int64
+	SourceFrom, SourceThrough int64
+	TargetFrom, TargetThrough int64
+	Redo                      bool // a run cut off before it finished: same window again
+}
+
+func (w window) empty() bool {
+	return w.SourceFrom == w.SourceThrough && w.TargetFrom == w.TargetThrough
+}
+
+// planWindow returns the window of the sync's next run. A pending window (a
+// run cut off) comes back as it was; otherwise the next window takes at most
+// limit changes per side and, when it holds anything (or open errors wait
+// for a retry), is recorded as pending with a new run row.
+func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (window, error) {
+	var w window
+	err := pgx.BeginFunc(ctx, r.e.Control, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO tandem.sync_state (sync_id) VALUES ($1) ON CONFLICT DO NOTHING`, r.cfg.ID); err != nil {
+			return err
+		}
+		var pending, ps, pt *int64
+		err := tx.QueryRow(ctx, `SELECT source_through, target_through, pending_run, pending_source_through, pending_target_through
+			FROM tandem.sync_state WHERE sync_id = $1 FOR UPDATE`, r.cfg.ID).
+			Scan(&w.SourceFrom, &w.TargetFrom, &pending, &ps, &pt)
+		if err != nil {
+			return err
+		}
+		if pending != nil {
+			w.RunID, w.SourceThrough, w.TargetThrough, w.Redo = *pending, *ps, *pt, true
+			return nil
+		}
+		if w.SourceThrough, err = r.windowEnd(ctx, tx, r.src, w.SourceFrom); err != nil {
+			return err
+		}
+		if w.TargetThrough, err = r.windowEnd(ctx, tx, r.tgt, w.TargetFrom); err != nil {
+			return err
+		}
+		if w.empty() && !retry {
+			_, err := tx.Exec(ctx, `UPDATE tandem.sync_state SET checked_at = now() WHERE sync_id = $1`, r.cfg.ID)
+			return err
+		}
+		err = tx.QueryRow(ctx, `INSERT INTO tandem.sync_runs (sync_id, trigger, source_from, source_through, target_from, target_through)
+			VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`,
+			r.cfg.ID, trigger, w.SourceFrom, w.SourceThrough, w.TargetFrom, w.TargetThrough).Scan(&w.RunID)
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE tandem.sync_state SET pending_run = $2, pending_source_through = $3,
+			pending_target_through = $4, checked_at = now() WHERE sync_id = $1`,
+			r.cfg.ID, w.RunID, w.SourceThrough, w.TargetThrough)
+		return err
+	})
+	if err != nil {
+		return w, fmt.Errorf("control: planning run of sync %s: %w", r.cfg.ID, err)
+	}
+	return w, nil
+}
+
+// windowEnd is the id after which the side's next window stops: at most
+// limit changes after from.
+func (r *syncRun) windowEnd(ctx context.Context, tx pgx.Tx, s *side, from int64) (int64, error) {
+	var end *int64
+	err := tx.QueryRow(ctx, `SELECT max(id) FROM (SELECT id FROM tandem.change_log
+		WHERE id > $3 AND node = $1 AND table_name = $2 ORDER BY id LIMIT $4) w`,
+		s.Node, s.Table, from, r.e.windowSize()).Scan(&end)
+	if err != nil || end == nil {
+		return from, err
+	}
+	return *end, nil
+}
+
+// loadChanges reads one side's window from change_log, in capture order.
+func (r *syncRun) loadChanges(ctx context.Context, s *side, from, through int64) ([]change, error) {
+	if from == through {
+		return nil, nil
+	}
+	rows, err := r.e.Control.Query(ctx, `SELECT id, op, keys, old, new, captured_at, coalesce(origin, '')
+		FROM tandem.change_log WHERE id > $3 AND id <= $4 AND node = $1 AND table_name = $2 ORDER BY id`,
+		s.Node, s.Table, from, through)
+	if err != nil {
+		return nil, fmt.Errorf("control: reading changes of %s on node %s: %w", s.Table, s.Node, err)
+	}
+	defer rows.Close()
+	var out []change
+	for rows.Next() {
+		var c change
+		var keys, oldB, newB []byte
+		if err := rows.Scan(&c.ID, &c.Op, &keys, &oldB, &newB, &c.CapturedAt, &c.Origin); err != nil {
+			return nil, fmt.Errorf("control: reading changes of %s on node %s: %w", s.Table, s.Node, err)
+		}
+		if c.KeyVals, err = decodeJSON(keys); err != nil {
+			return nil, fmt.Errorf("change_log %d: keys: %w", c.ID, err)
+		}
+		if c.Old, err = decodeJSON(oldB); err != nil {
+			return nil, fmt.Errorf("change_log %d: old: %w", c.ID, err)
+		}
+		if c.New, err = decodeJSON(newB); err != nil {
+			return nil, fmt.Errorf("change_log %d: new: %w", c.ID, err)
+		}
+		if c.KeyVals != nil {
+			c.Key = canonicalKey(c.KeyVals)
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// lockSync holds the sync's session advisory lock on a dedicated control
+// connection while the run lasts: a second daemon (or `conflicts resolve`)
+// waits or skips instead of running the same sync at once.
+func (e *Engine) lockSync(ctx context.Context, id string, wait time.Duration) (release func(), err error) {
+	conn, err := e.Control.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("control: %w", err)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		var ok bool
+		err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtext('tandem.sync'), hashtext($1))`, id).Scan(&ok)
+		if err != nil {
+			conn.Release()
+			return nil, fmt.Errorf("control: locking sync %s: %w", id, err)
+		}
+		if ok {
+			return func() {
+				// A fresh context: unlocking must happen even when the run's was cancelled.
+				uctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				if _, err := conn.Exec(uctx, `SELECT pg_advisory_unlock(hashtext('tandem.sync'), hashtext($1))`, id); err != nil {
+					conn.Conn().Close(uctx) // the lock goes with the session
+				}
+				conn.Release()
+			}, nil
+		}
+		if time.Now().After(deadline) {
+			conn.Release()
+			return nil, ErrBusy
+		}
+		select {
+		case <-ctx.Done():
+			conn.Release()
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// ErrBusy means another tandem process holds the sync.
+var ErrBusy = errors.New("another tandem process is running this sync")
