@@ -42,6 +42,12 @@ CREATE INDEX sync_conflicts_open_target ON tandem.sync_conflicts (sync_id, targe
 ALTER TABLE tandem.sync_errors ADD COLUMN side text CHECK (side IN ('source', 'target'));
 CREATE INDEX sync_errors_open ON tandem.sync_errors (sync_id, side) WHERE resolved_at IS NULL;
 
+-- A sync's window on a side always reaches past the last of its own applies
+-- there (its echoes): an application write that an apply overwrote must be
+-- seen together with that apply. Only rows with an origin (tandem's writes)
+-- are indexed, so an application change costs no index insert.
+CREATE INDEX change_log_echoes ON tandem.change_log (node, table_name, origin, id) WHERE origin IS NOT NULL;
+
 -- Per sync: pending changes in change_log not yet consumed, and the age of
 -- the oldest.
 CREATE VIEW tandem.sync_lag AS
@@ -53,6 +59,7 @@ FROM tandem.sync_state s;
 
 -- +goose Down
 DROP VIEW tandem.sync_lag;
+DROP INDEX tandem.change_log_echoes;
 DROP INDEX tandem.sync_errors_open;
 ALTER TABLE tandem.sync_errors DROP COLUMN side;
 DROP INDEX tandem.sync_conflicts_open_target;

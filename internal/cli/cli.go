@@ -40,7 +40,8 @@ Commands:
   migrate                 create or upgrade the control schema (schema tandem)
   install NODE [--print]  install change capture on a node; --print shows the SQL only
   uninstall NODE [--print] remove everything tandem created on a node
-  status                  capture queues and cursors per node
+  run [--once] [SYNC...]  keep the syncs in step (the daemon); --once: one run of each, then exit
+  status                  per sync: last run, pending changes, open conflicts; per node: capture queues
 
 Flags:
   -c, --config FILE       configuration (default ./tandem.yaml, or $TANDEM_CONFIG)
@@ -70,6 +71,8 @@ func Run(ctx context.Context, args []string, env Env) int {
 		run = runInstall
 	case "uninstall":
 		run = runUninstall
+	case "run":
+		run = runRun
 	case "status":
 		run = runStatus
 	case "help", "-h", "--help":

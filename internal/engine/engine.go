@@ -138,14 +138,6 @@ func (e *Engine) RunSync(ctx context.Context, id, trigger string) (Result, error
 	if err := e.init(ctx); err != nil {
 		return total, err
 	}
-	for _, node := range []string{s.Source.Node, s.Target.Node} {
-		if _, err := e.Pull(ctx, node); err != nil {
-			return total, fmt.Errorf("sync %s: pulling changes: %w", id, err)
-		}
-		if s.Source.Node == s.Target.Node {
-			break
-		}
-	}
 	release, err := e.lockSync(ctx, id, 0)
 	if errors.Is(err, ErrBusy) {
 		e.logger().Debug("sync is running elsewhere", "sync", id)
@@ -156,6 +148,11 @@ func (e *Engine) RunSync(ctx context.Context, id, trigger string) (Result, error
 	}
 	defer release()
 	for {
+		// Pull before every window: the echoes of the last window's applies
+		// must be in change_log before the next window is cut.
+		if err := e.pullSides(ctx, s); err != nil {
+			return total, err
+		}
 		r, err := e.newRun(s)
 		if err != nil {
 			return total, err
@@ -166,6 +163,18 @@ func (e *Engine) RunSync(ctx context.Context, id, trigger string) (Result, error
 			return total, err
 		}
 	}
+}
+
+func (e *Engine) pullSides(ctx context.Context, s *config.Sync) error {
+	for _, node := range []string{s.Source.Node, s.Target.Node} {
+		if _, err := e.Pull(ctx, node); err != nil {
+			return fmt.Errorf("sync %s: pulling changes: %w", s.ID, err)
+		}
+		if s.Source.Node == s.Target.Node {
+			break
+		}
+	}
+	return nil
 }
 
 func (t *Result) add(r Result) {

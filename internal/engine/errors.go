@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -105,7 +106,7 @@ func (r *syncRun) errorRows(p *plan, results [2]*applyResult) []*errorRow {
 			}
 			if w != nil {
 				e.ID = w.errorID
-				e.Keys, _ = decodeJSON([]byte(w.Ref))
+				e.Keys, _ = decodeJSON([]byte(strings.TrimPrefix(w.Ref, insertRefPrefix)))
 			}
 			out = append(out, e)
 		}

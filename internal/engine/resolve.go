@@ -162,7 +162,7 @@ func (v *resolver) one(e *entity, from mapping.Side) {
 	}
 	vals, ok := v.mapRow(e, from, n.row())
 	if ok {
-		v.add(to, &write{Kind: "insert", Vals: vals, Ref: e.keyText(from), ent: e})
+		v.add(to, &write{Kind: "insert", Vals: vals, Ref: insertRef(e.keyText(from)), ent: e})
 	}
 }
 
@@ -278,7 +278,7 @@ func (v *resolver) updateDelete(e *entity) {
 	// Re-create the row on the side that deleted it, from the whole current row.
 	vals, ok := v.mapRow(e, upd, e.net[upd].row())
 	if ok {
-		v.add(del, &write{Kind: "insert", Vals: vals, Ref: e.keyText(upd), ent: e, relink: true})
+		v.add(del, &write{Kind: "insert", Vals: vals, Ref: insertRef(e.keyText(upd)), ent: e, relink: true})
 	}
 }
 
@@ -410,3 +410,9 @@ func addTo(m map[string]Values, side string, vals Values) {
 	}
 	copyInto(m[side], vals)
 }
+
+// insertRefPrefix marks an insert's ref: it names the other side's key, so
+// it must not collide with the refs (keys) of this side's updates.
+const insertRefPrefix = "from "
+
+func insertRef(otherKey string) string { return insertRefPrefix + otherKey }

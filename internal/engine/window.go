@@ -71,12 +71,18 @@ func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (w
 }
 
 // windowEnd is the id after which the side's next window stops: at most
-// limit changes after from.
+// limit changes after from, but never before the last of the sync's own
+// applies on that side. An application write that one of those applies
+// overwrote must be in the same window as the apply, or it would be sent to
+// the other side after the apply had replaced it here.
 func (r *syncRun) windowEnd(ctx context.Context, tx pgx.Tx, s *side, from int64) (int64, error) {
 	var end *int64
-	err := tx.QueryRow(ctx, `SELECT max(id) FROM (SELECT id FROM tandem.change_log
-		WHERE id > $3 AND node = $1 AND table_name = $2 ORDER BY id LIMIT $4) w`,
-		s.Node, s.Table, from, r.e.windowSize()).Scan(&end)
+	err := tx.QueryRow(ctx, `SELECT greatest(
+		(SELECT max(id) FROM (SELECT id FROM tandem.change_log
+		  WHERE id > $3 AND node = $1 AND table_name = $2 ORDER BY id LIMIT $4) w),
+		(SELECT max(id) FROM tandem.change_log
+		  WHERE node = $1 AND table_name = $2 AND origin = $5 AND id > $3))`,
+		s.Node, s.Table, from, r.e.windowSize(), r.cfg.ID).Scan(&end)
 	if err != nil || end == nil {
 		return from, err
 	}

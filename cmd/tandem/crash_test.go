@@ -1,0 +1,228 @@
+package main_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-sync/tandem/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+const crashConfig = `control: ${CTL}
+nodes:
+  crm: { dsn: "${CRM}" }
+  hubspot: { dsn: "${HUB}" }
+syncs:
+  - id: contacts
+    source: { node: crm, table: public.contacts }
+    target: { node: hubspot, table: public.hs_contacts }
+    conflict: latest_wins
+    interval: 200ms
+    fields:
+      - { source: full_name, target: [firstname, lastname], transform: split_name }
+      - { source: email, target: email }
+      - { source: phone, target: phone_number }
+`
+
+// buildTandem builds the binary under test.
+func buildTandem(t *testing.T) string {
+	bin := filepath.Join(t.TempDir(), "tandem")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+	return bin
+}
+
+type daemon struct {
+	cmd   *exec.Cmd
+	ready chan struct{}
+	done  chan struct{}
+}
+
+// startDaemon starts `tandem run` and waits for its ready line.
+func startDaemon(t *testing.T, bin string, env []string, cfg string) *daemon {
+	cmd := exec.Command(bin, "-c", cfg, "run")
+	cmd.Env = env
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	d := &daemon{cmd: cmd, ready: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(d.done)
+		sc := bufio.NewScanner(stderr)
+		once := sync.Once{}
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "ready") {
+				once.Do(func() { close(d.ready) })
+			}
+			if strings.Contains(sc.Text(), "level=ERROR") && !strings.Contains(sc.Text(), "context canceled") {
+				t.Logf("daemon: %s", sc.Text())
+			}
+		}
+	}()
+	select {
+	case <-d.ready:
+	case <-d.done:
+		t.Fatal("tandem run exited before it was ready")
+	case <-time.After(time.Minute):
+		t.Fatal("tandem run did not log ready within a minute")
+	}
+	return d
+}
+
+func tandem(t *testing.T, bin string, env []string, args ...string) string {
+	cmd := exec.Command(bin, args...)
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "tandem %s: %s", strings.Join(args, " "), out)
+	return string(out)
+}
+
+// TestKill9AtRandomPoints kills `tandem run` with SIGKILL at random moments
+// while both sides are written, restarts it, and checks that once writes
+// stop both tables hold the same data, each created row exactly once.
+func TestKill9AtRandomPoints(t *testing.T) {
+	bin := buildTandem(t)
+	ctl, crm, hub := pgtest.NewDB(t), pgtest.NewDB(t), pgtest.NewDB(t)
+	crm.Exec(t, `CREATE TABLE contacts (id bigserial PRIMARY KEY, full_name text, email text UNIQUE, phone text)`)
+	hub.Exec(t, `CREATE TABLE hs_contacts (id bigserial PRIMARY KEY, firstname text, lastname text, email text UNIQUE, phone_number text)`)
+	cfg := filepath.Join(t.TempDir(), "tandem.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte(crashConfig), 0o600))
+	env := append(os.Environ(), "CTL="+ctl.URL, "CRM="+crm.URL, "HUB="+hub.URL)
+	tandem(t, bin, env, "-c", cfg, "migrate")
+	tandem(t, bin, env, "-c", cfg, "install", "crm")
+	tandem(t, bin, env, "-c", cfg, "install", "hubspot")
+
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var created atomic.Int64
+	write := func(db *pgtest.DB, side string) {
+		defer wg.Done()
+		for i := 0; ctx.Err() == nil; i++ {
+			var err error
+			switch rand.IntN(4) {
+			case 0, 1:
+				n := created.Add(1)
+				if side == "crm" {
+					_, err = db.Pool.Exec(ctx, `INSERT INTO contacts (full_name, email, phone) VALUES ($1, $2, $3)`,
+						fmt.Sprintf("Crm Person%d", n), fmt.Sprintf("c%d@x", n), fmt.Sprint(i))
+				} else {
+					_, err = db.Pool.Exec(ctx, `INSERT INTO hs_contacts (firstname, lastname, email) VALUES ('Hub', $1, $2)`,
+						fmt.Sprintf("Person%d", n), fmt.Sprintf("h%d@x", n))
+				}
+			case 2:
+				if side == "crm" {
+					_, err = db.Pool.Exec(ctx, `UPDATE contacts SET phone = $1 WHERE id = (SELECT id FROM contacts ORDER BY random() LIMIT 1)`, fmt.Sprint(i))
+				} else {
+					_, err = db.Pool.Exec(ctx, `UPDATE hs_contacts SET phone_number = $1 WHERE id = (SELECT id FROM hs_contacts ORDER BY random() LIMIT 1)`, "h"+fmt.Sprint(i))
+				}
+			case 3:
+				if i%5 == 0 {
+					table := map[string]string{"crm": "contacts", "hubspot": "hs_contacts"}[side]
+					_, err = db.Pool.Exec(ctx, fmt.Sprintf(`DELETE FROM %s WHERE id = (SELECT id FROM %s ORDER BY random() LIMIT 1)`, table, table))
+				}
+			}
+			if err != nil && ctx.Err() == nil {
+				t.Errorf("%s writer: %v", side, err)
+				return
+			}
+		}
+	}
+	wg.Add(2)
+	go write(crm, "crm")
+	go write(hub, "hubspot")
+
+	for round := 0; round < 8; round++ {
+		d := startDaemon(t, bin, env, cfg)
+		// Let it work for a random while, then kill it without warning.
+		select {
+		case <-time.After(time.Duration(50+rand.IntN(400)) * time.Millisecond):
+		case <-d.done:
+			t.Fatal("tandem run exited on its own")
+		}
+		require.NoError(t, d.cmd.Process.Signal(syscall.SIGKILL))
+		<-d.done
+		_ = d.cmd.Wait()
+	}
+	stop()
+	wg.Wait()
+
+	// Writes have stopped: a daemon run to completion converges both sides.
+	for range 3 {
+		tandem(t, bin, env, "-c", cfg, "run", "--once")
+	}
+	out := tandem(t, bin, env, "-c", cfg, "run", "--once")
+	require.Contains(t, out, "sync contacts: 0 synced", "a run after convergence still found work")
+
+	crmRows := rowsOf(t, crm, `SELECT full_name || '|' || email || '|' || coalesce(phone, '') FROM contacts ORDER BY email`)
+	hubRows := rowsOf(t, hub, `SELECT concat_ws(' ', firstname, lastname) || '|' || email || '|' || coalesce(phone_number, '') FROM hs_contacts ORDER BY email`)
+	if !assertEqualRows(t, crmRows, hubRows) {
+		dumpHistory(t, ctl, crmRows, hubRows)
+		t.FailNow()
+	}
+	require.NotEmpty(t, crmRows)
+	var links int
+	require.NoError(t, ctl.Pool.QueryRow(context.Background(), `SELECT count(*) FROM tandem.links`).Scan(&links))
+	require.Equal(t, len(crmRows), links, "one link per row: nothing created twice")
+	t.Logf("%d rows on each side after 8 kills", len(crmRows))
+}
+
+func rowsOf(t *testing.T, db *pgtest.DB, q string) []string {
+	rows, err := db.Pool.Query(context.Background(), q)
+	require.NoError(t, err)
+	var out []string
+	for rows.Next() {
+		var s string
+		require.NoError(t, rows.Scan(&s))
+		out = append(out, s)
+	}
+	require.NoError(t, rows.Err())
+	return out
+}
+
+func assertEqualRows(t *testing.T, a, b []string) bool {
+	return assert.Equal(t, a, b, "both sides hold the same data")
+}
+
+// dumpHistory logs what tandem recorded about rows that differ.
+func dumpHistory(t *testing.T, ctl *pgtest.DB, a, b []string) {
+	in := map[string]int{}
+	for _, r := range a {
+		in[r]++
+	}
+	for _, r := range b {
+		in[r]--
+	}
+	for row, n := range in {
+		if n == 0 {
+			continue
+		}
+		email := strings.Split(row, "|")[1]
+		t.Logf("row %q differs (%+d): history:", row, n)
+		for _, h := range rowsOf(t, ctl, fmt.Sprintf(`SELECT concat_ws(' ', id, node, op, keys, old, new, origin, captured_at)
+			FROM tandem.change_log WHERE keys IN (SELECT keys FROM tandem.change_log WHERE new->>'email' = '%[1]s' OR old->>'email' = '%[1]s')
+			ORDER BY id`, email)) {
+			t.Log("  ", h)
+		}
+		for _, h := range rowsOf(t, ctl, `SELECT concat_ws(' ', id, run_id, kind, source_key, target_key, resolution, kept, lost) FROM tandem.sync_conflicts ORDER BY id`) {
+			t.Log("  conflict", h)
+		}
+		for _, h := range rowsOf(t, ctl, `SELECT concat_ws(' ', id, run_id, side, keys, reason, resolved_at) FROM tandem.sync_errors ORDER BY id`) {
+			t.Log("  error", h)
+		}
+	}
+}

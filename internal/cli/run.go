@@ -1,0 +1,111 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/tandem-sync/tandem/internal/config"
+	"github.com/tandem-sync/tandem/internal/engine"
+)
+
+// runRun is `tandem run [--once] [SYNC...]`.
+func runRun(ctx context.Context, cfgPath string, args []string, env Env) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	once := fs.Bool("once", false, "run each sync once, then exit")
+	rest, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(cfgPath, env)
+	if err != nil {
+		return err
+	}
+	for _, id := range rest {
+		if _, ok := cfg.SyncByID(id); !ok {
+			return usageError{fmt.Sprintf("no sync %q in %s", id, cfg.Path)}
+		}
+	}
+	log := slog.New(slog.NewTextHandler(env.Stderr, nil))
+	eng, closeAll, err := openEngine(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	if err := recordConfigs(ctx, eng.Control, cfg); err != nil {
+		return err
+	}
+	if !*once {
+		d := &engine.Daemon{Engine: eng, Syncs: rest}
+		return d.Run(ctx)
+	}
+	ids := rest
+	if len(ids) == 0 {
+		for _, s := range cfg.Syncs {
+			ids = append(ids, s.ID)
+		}
+	}
+	var failed []error
+	for _, id := range ids {
+		res, err := eng.RunSync(ctx, id, "once")
+		if err != nil {
+			failed = append(failed, err)
+			continue
+		}
+		fmt.Fprintf(env.Stdout, "sync %s: %d synced (%d created, %d updated, %d deleted), %d conflicts, %d errors\n",
+			id, res.Synced(), res.Created, res.Updated, res.Deleted, res.Conflicts, res.Errors)
+	}
+	return errors.Join(failed...)
+}
+
+// openEngine connects to the control database and every node.
+func openEngine(ctx context.Context, cfg *config.Config, log *slog.Logger) (*engine.Engine, func(), error) {
+	var pools []*pgxpool.Pool
+	closeAll := func() {
+		for _, p := range pools {
+			p.Close()
+		}
+	}
+	ctl, err := openPool(ctx, "control database", cfg.Control)
+	if err != nil {
+		return nil, nil, err
+	}
+	pools = append(pools, ctl)
+	nodes := map[string]*pgxpool.Pool{}
+	for _, name := range cfg.NodeNames {
+		p, err := openPool(ctx, "node "+name, cfg.Nodes[name].DSN)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		pools = append(pools, p)
+		nodes[name] = p
+	}
+	return &engine.Engine{Config: cfg, Control: ctl, Nodes: nodes, Logger: log}, closeAll, nil
+}
+
+// recordConfigs writes the syncs as loaded to tandem.sync_configs, for
+// analysts joining runs to what they synced.
+func recordConfigs(ctx context.Context, ctl *pgxpool.Pool, cfg *config.Config) error {
+	for _, s := range cfg.Syncs {
+		fields, err := json.Marshal(map[string]any{"fields": s.Fields, "match": s.Match, "interval": s.Interval.String()})
+		if err != nil {
+			return err
+		}
+		_, err = ctl.Exec(ctx, `INSERT INTO tandem.sync_configs (sync_id, entity, source_node, source_table, target_node,
+			target_table, direction, conflict, config) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+			ON CONFLICT (sync_id) DO UPDATE SET entity = excluded.entity, source_node = excluded.source_node,
+			source_table = excluded.source_table, target_node = excluded.target_node, target_table = excluded.target_table,
+			direction = excluded.direction, conflict = excluded.conflict, config = excluded.config, updated_at = now()`,
+			s.ID, s.Entity, s.Source.Node, s.Source.Table, s.Target.Node, s.Target.Table, s.Direction, s.Conflict, string(fields))
+		if err != nil {
+			return fmt.Errorf("control database: recording sync %s (run `tandem migrate`?): %w", s.ID, err)
+		}
+	}
+	return nil
+}
