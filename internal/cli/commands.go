@@ -134,29 +134,29 @@ func runStatus(ctx context.Context, cfgPath string, args []string, env Env) erro
 	if err != nil {
 		return err
 	}
-	cursors := map[string]cursorStatus{}
-	if pool, err := openPool(ctx, "control database", cfg.Control); err != nil {
-		fmt.Fprintf(env.Stderr, "tandem: %v\n", err)
-	} else {
-		cursors, err = readCursors(ctx, pool)
-		pool.Close()
-		if err != nil {
-			fmt.Fprintf(env.Stderr, "tandem: control database: %v\n", err)
-		}
-	}
+	ctl := readControlStatus(ctx, cfg)
 	tw := tabwriter.NewWriter(env.Stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tCAPTURE\tQUEUED\tOLDEST\tQUEUE SIZE\tCONSUMERS\tTAKEN\tLAST TAKEN")
+	nodes := map[string]*nodeStatus{}
 	var failed []string
 	for _, name := range cfg.NodeNames {
 		node := cfg.Nodes[name]
-		cur := cursors[name]
-		s, err := nodeQueueStats(ctx, node)
+		cur := ctl.taken[name]
+		var tables []string // whose pending changes the sync table needs
+		if ctl.err == nil {
+			for _, t := range cfg.TablesOnNode(name) {
+				tables = append(tables, t.Schema+"."+t.Name)
+			}
+		}
+		ns, err := readNodeStatus(ctx, node, tables, ctl.positions[name])
 		if err != nil {
 			// The row says so; the (often multi-line) error goes below the table.
 			fmt.Fprintf(tw, "%s\t%s\tunavailable (see below)\n", name, node.Capture)
 			failed = append(failed, err.Error()) // names the node already
 			continue
 		}
+		nodes[name] = ns
+		s := ns.queue
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%d\t%s\n", name, node.Capture, s.Rows, s.OldestAge.Round(time.Second),
 			humanBytes(s.Bytes), s.Consumers, cur.rows, cur.last)
 		for _, msg := range s.OverLimit(node.QueueLimit.Rows, node.QueueLimit.Age) {
@@ -164,10 +164,11 @@ func runStatus(ctx context.Context, cfgPath string, args []string, env Env) erro
 		}
 	}
 	tw.Flush()
-	if len(failed) > 0 {
-		return fmt.Errorf("could not read capture status:\n  %s", strings.Join(failed, "\n  "))
+	if ctl.err == nil {
+		fmt.Fprintln(env.Stdout)
+		printSyncs(env, cfg, ctl.syncs, nodes)
 	}
-	return nil
+	return statusError(ctl.err, failed)
 }
 
 type cursorStatus struct {
@@ -192,14 +193,6 @@ func readCursors(ctx context.Context, pool *pgxpool.Pool) (map[string]cursorStat
 	return out, rows.Err()
 }
 
-func nodeQueueStats(ctx context.Context, node *config.Node) (capture.QueueStats, error) {
-	conn, err := connectNode(ctx, node)
-	if err != nil {
-		return capture.QueueStats{}, err
-	}
-	defer conn.Close(ctx)
-	return capture.ReadQueueStats(ctx, conn)
-}
 
 func humanBytes(n int64) string {
 	const unit = 1024

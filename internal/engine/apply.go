@@ -75,7 +75,11 @@ func (r *syncRun) applyOnce(ctx context.Context, s *side, w window, writes []*wr
 	err = tx.QueryRow(ctx, `SELECT run_id, result FROM tandem.applied WHERE sync_id = $1 AND side = $2`,
 		r.cfg.ID, s.Which.String()).Scan(&runID, &stored)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("reading tandem.applied (run `tandem install %s` to upgrade capture): %w", s.Node, err)
+		var pg *pgconn.PgError
+		if errors.As(err, &pg) && pg.Code == "42P01" {
+			return nil, fmt.Errorf("tandem.applied is missing: run `tandem install %s` to upgrade capture: %w", s.Node, err)
+		}
+		return nil, fmt.Errorf("reading tandem.applied: %w", err)
 	}
 	if runID == w.RunID {
 		res := &applyResult{}

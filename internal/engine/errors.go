@@ -125,8 +125,10 @@ func (r *syncRun) saveErrors(ctx context.Context, tx pgx.Tx, runID int64, errs [
 		}
 		var err error
 		if e.ID != 0 {
-			_, err = tx.Exec(ctx, `UPDATE tandem.sync_errors SET reason = $2, sqlstate = $3, constraint_name = $4, run_id = $5
-				WHERE id = $1`, e.ID, e.Reason, nilIfEmpty(e.SQLState), nilIfEmpty(e.Constraint), runID)
+			// run_id stays the run that first failed: a retry that changes
+			// nothing else is not a run and its row goes away.
+			_, err = tx.Exec(ctx, `UPDATE tandem.sync_errors SET reason = $2, sqlstate = $3, constraint_name = $4
+				WHERE id = $1`, e.ID, e.Reason, nilIfEmpty(e.SQLState), nilIfEmpty(e.Constraint))
 		} else {
 			_, err = tx.Exec(ctx, `INSERT INTO tandem.sync_errors (sync_id, run_id, node, table_name, side, keys, change, reason, sqlstate, constraint_name)
 				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -80,12 +81,17 @@ func (r *syncRun) outcomes(p *plan, results [2]*applyResult) (links, unlinks [][
 		}
 		for _, w := range p.writes[s] {
 			nk, ok := created[w.Ref]
-			if !ok || w.ent == nil {
+			if !ok {
 				continue
 			}
 			key, _ := decodeJSON([]byte(nk))
 			var pair [2]Values
-			pair[to], pair[to.Other()] = key, w.ent.key[to.Other()]
+			pair[to] = key
+			if w.ent != nil {
+				pair[to.Other()] = w.ent.key[to.Other()]
+			} else { // a retried insert: its ref names the other side's key
+				pair[to.Other()], _ = decodeJSON([]byte(strings.TrimPrefix(w.Ref, insertRefPrefix)))
+			}
 			links = append(links, pair)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -114,21 +115,33 @@ func (r *rig) exec(node, sql string, args ...any) {
 }
 
 // rows returns a table's rows (the given columns, ordered) as strings.
-func (r *rig) rows(node, query string) []string {
+func (r *rig) rows(node, query string, args ...any) []string {
 	r.t.Helper()
-	rows, err := r.nodes[node].Pool.Query(context.Background(), query)
-	require.NoError(r.t, err)
+	return queryStrings(r.t, r.nodes[node].Pool, query, args...)
+}
+
+// ctlRows is rows on the control database.
+func (r *rig) ctlRows(query string, args ...any) []string {
+	r.t.Helper()
+	return queryStrings(r.t, r.ctl.Pool, query, args...)
+}
+
+// queryStrings returns a query's rows, each row's values joined with "|".
+func queryStrings(t *testing.T, pool *pgxpool.Pool, query string, args ...any) []string {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), query, args...)
+	require.NoError(t, err)
 	var out []string
 	for rows.Next() {
 		vals, err := rows.Values()
-		require.NoError(r.t, err)
+		require.NoError(t, err)
 		parts := make([]string, len(vals))
 		for i, v := range vals {
 			parts[i] = fmt.Sprint(v)
 		}
 		out = append(out, strings.Join(parts, "|"))
 	}
-	require.NoError(r.t, rows.Err())
+	require.NoError(t, rows.Err())
 	return out
 }
 
@@ -136,5 +149,59 @@ func (r *rig) ctlInt(query string, args ...any) int {
 	r.t.Helper()
 	var n int
 	require.NoError(r.t, r.ctl.Pool.QueryRow(context.Background(), query, args...).Scan(&n))
+	return n
+}
+
+// runCtx runs a sync once with ctx and returns what RunSync returns.
+func (r *rig) runCtx(ctx context.Context, id string) (engine.Result, error) {
+	return r.eng.RunSync(ctx, id, "manual")
+}
+
+// idle runs a sync once and fails the test unless the run was idle and
+// recorded no sync_runs row.
+func (r *rig) idle(id string) {
+	r.t.Helper()
+	before := r.ctlInt("SELECT count(*) FROM tandem.sync_runs")
+	res := r.run(id)
+	require.True(r.t, res.Idle, "run of %s is not idle: %+v", id, res)
+	require.Equal(r.t, before, r.ctlInt("SELECT count(*) FROM tandem.sync_runs"), "an idle run of %s recorded a sync_runs row", id)
+}
+
+func (r *rig) nodeInt(node, query string, args ...any) int {
+	r.t.Helper()
+	var n int
+	require.NoError(r.t, r.nodes[node].Pool.QueryRow(context.Background(), query, args...).Scan(&n))
+	return n
+}
+
+// tableWrites returns n_tup_ins + n_tup_upd + n_tup_del of a table on a
+// node once the statistics system holds at least atLeast of them. Backends
+// flush their statistics at most once a second, or when they exit: the
+// node's pool is reset so every backend that wrote exits and flushes, and
+// the count is read until it shows them.
+func (r *rig) tableWrites(node, table string, atLeast int) int {
+	r.t.Helper()
+	pool := r.nodes[node].Pool
+	pool.Reset()
+	read := func() (int, error) {
+		conn, err := pool.Acquire(context.Background())
+		if err != nil {
+			return 0, err
+		}
+		defer conn.Release()
+		if _, err := conn.Exec(context.Background(), "SELECT pg_stat_clear_snapshot()"); err != nil {
+			return 0, err
+		}
+		var n int
+		err = conn.QueryRow(context.Background(), `SELECT n_tup_ins + n_tup_upd + n_tup_del
+			FROM pg_stat_user_tables WHERE relid = to_regclass($1)`, table).Scan(&n)
+		return n, err
+	}
+	require.Eventually(r.t, func() bool {
+		n, err := read()
+		return err == nil && n >= atLeast
+	}, time.Minute, 10*time.Millisecond, "statistics of %s on %s never reached %d writes", table, node, atLeast)
+	n, err := read()
+	require.NoError(r.t, err)
 	return n
 }

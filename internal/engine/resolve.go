@@ -48,7 +48,6 @@ type plan struct {
 	links     [][2]Values // pairs found by match: [source key, target key]
 	unlinks   [][2]Values
 	holds     []*entity // entities a manual conflict holds
-	truncates []string  // nodes whose table was truncated
 }
 
 // conflictRow is one row for tandem.sync_conflicts.
