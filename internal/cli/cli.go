@@ -42,6 +42,12 @@ Commands:
   uninstall NODE [--print] remove everything tandem created on a node
   run [--once] [SYNC...]  keep the syncs in step (the daemon); --once: one run of each, then exit
   status                  per sync: last run, pending changes, open conflicts; per node: capture queues
+  conflicts list [--all] [--sync ID]
+                          conflicts waiting for a person (--all: resolved ones too)
+  conflicts show ID       one conflict: both changes, the base, what was kept and lost
+  conflicts resolve ID --take source|target | --value JSON
+                          settle a conflict on both sides: one side's values, or the given
+                          source column values
 
 Flags:
   -c, --config FILE       configuration (default ./tandem.yaml, or $TANDEM_CONFIG)
@@ -75,6 +81,8 @@ func Run(ctx context.Context, args []string, env Env) int {
 		run = runRun
 	case "status":
 		run = runStatus
+	case "conflicts":
+		run = runConflicts
 	case "help", "-h", "--help":
 		fmt.Fprint(env.Stdout, usage)
 		return ExitOK

@@ -193,7 +193,6 @@ func readCursors(ctx context.Context, pool *pgxpool.Pool) (map[string]cursorStat
 	return out, rows.Err()
 }
 
-
 func humanBytes(n int64) string {
 	const unit = 1024
 	if n < unit {

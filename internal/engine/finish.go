@@ -180,7 +180,8 @@ func (r *syncRun) saveConflicts(ctx context.Context, tx pgx.Tx, runID int64, p *
 			}
 			_, err := tx.Exec(ctx, fmt.Sprintf(`UPDATE tandem.sync_conflicts SET %[1]s = jsonb_build_object(
 				'op', $2::text, 'at', $3::timestamptz,
-				'vals', CASE WHEN $2 = 'delete' THEN NULL ELSE coalesce(%[1]s -> 'vals', '{}') || $4::jsonb END)
+				'vals', CASE WHEN $2 = 'delete' THEN NULL WHEN $2 = 'insert' THEN $4::jsonb
+				             ELSE coalesce(nullif(%[1]s -> 'vals', 'null'::jsonb), '{}') || $4::jsonb END)
 				WHERE id = $1`, col), e.heldBy, netOp(n), n.Last, encodeJSON(n.Vals))
 			if err != nil {
 				return fmt.Errorf("holding changes in conflict %d: %w", e.heldBy, err)
