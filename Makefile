@@ -8,7 +8,7 @@ TESTFLAGS ?=
 BENCHFLAGS ?= -benchtime=1x -count=1
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: help build test test-short bench deps lint fmt vet clean
+.PHONY: help build test test-short bench demo deps lint fmt vet clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-11s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ test-short: deps ## the tests without -race (faster)
 
 bench: deps ## capture benchmarks: trigger overhead (pgbench), NOTIFY under 8+ writers, queue -> change_log throughput
 	$(GO) test -run '^$$' -bench . $(BENCHFLAGS) -timeout 60m ./internal/capture/
+
+demo: deps ## the whole story on a throwaway local PostgreSQL: sync both ways, conflicts, 10,000 rows; nothing to configure
+	$(GO) run ./cmd/tandem demo
 
 lint: vet ## go vet, gofmt and staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt: run make fmt'; exit 1; }

@@ -48,6 +48,7 @@ Commands:
   conflicts resolve ID --take source|target | --value JSON
                           settle a conflict on both sides: one side's values, or the given
                           source column values
+  demo                    the whole story on a throwaway local PostgreSQL (nothing to configure)
 
 Flags:
   -c, --config FILE       configuration (default ./tandem.yaml, or $TANDEM_CONFIG)
@@ -83,6 +84,8 @@ func Run(ctx context.Context, args []string, env Env) int {
 		run = runStatus
 	case "conflicts":
 		run = runConflicts
+	case "demo":
+		run = runDemo
 	case "help", "-h", "--help":
 		fmt.Fprint(env.Stdout, usage)
 		return ExitOK
