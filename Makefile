@@ -25,8 +25,8 @@ test: deps ## run every test, with the race detector, against throwaway PostgreS
 test-short: deps ## the tests without -race (faster)
 	$(GO) test -count=1 $(TESTFLAGS) $(PKGS)
 
-bench: deps ## capture benchmarks: trigger overhead (pgbench), NOTIFY under 8+ writers, queue -> change_log throughput
-	$(GO) test -run '^$$' -bench . $(BENCHFLAGS) -timeout 60m ./internal/capture/
+bench: deps ## capture and engine benchmarks, printing figures (sizes: BENCH_* variables, see */bench_test.go)
+	$(GO) test -run '^$$' -bench . $(BENCHFLAGS) -timeout 60m ./internal/capture/ ./internal/engine/
 
 demo: deps ## the whole story on a throwaway local PostgreSQL: sync both ways, conflicts, 10,000 rows; nothing to configure
 	$(GO) run ./cmd/tandem demo
