@@ -144,8 +144,10 @@ func (r *syncRun) saveErrors(ctx context.Context, tx pgx.Tx, runID int64, errs [
 		return nil
 	}
 	// Resolve open errors whose ref applied now, on the same side.
-	rows, err := tx.Query(ctx, `SELECT id, side, change ->> 'ref' FROM tandem.sync_errors
-		WHERE sync_id = $1 AND resolved_at IS NULL AND change IS NOT NULL`, r.cfg.ID)
+	// A write error names its write's ref; a mapping error (no write) the
+	// key of the entity on the side it came from.
+	rows, err := tx.Query(ctx, `SELECT id, side, CASE WHEN change IS NOT NULL THEN change ->> 'ref' ELSE 'key ' || keys::text END
+		FROM tandem.sync_errors WHERE sync_id = $1 AND resolved_at IS NULL AND (change IS NOT NULL OR keys IS NOT NULL)`, r.cfg.ID)
 	if err != nil {
 		return err
 	}
@@ -155,6 +157,11 @@ func (r *syncRun) saveErrors(ctx context.Context, tx pgx.Tx, runID int64, errs [
 		if err := rows.Scan(&id, &side, &ref); err != nil {
 			rows.Close()
 			return err
+		}
+		if k, ok := strings.CutPrefix(ref, "key "); ok {
+			if v, err := decodeJSON([]byte(k)); err == nil {
+				ref = "key " + canonicalKey(v)
+			}
 		}
 		if done[side+" "+ref] {
 			settled = append(settled, id)

@@ -80,6 +80,10 @@ func (r *syncRun) outcomes(p *plan, results [2]*applyResult) (links, unlinks [][
 			done[to.String()+" "+ref] = true
 		}
 		for _, w := range p.writes[s] {
+			if done[to.String()+" "+w.Ref] && w.ent != nil && w.ent.key[to.Other()] != nil {
+				// Mapping errors name the entity by the key it came from.
+				done[to.String()+" key "+canonicalKey(w.ent.key[to.Other()])] = true
+			}
 			nk, ok := created[w.Ref]
 			if !ok {
 				continue
