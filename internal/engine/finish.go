@@ -72,10 +72,6 @@ func (r *syncRun) outcomes(p *plan, results [2]*applyResult) (links, unlinks [][
 	unlinks = append(unlinks, p.unlinks...)
 	for s := range results {
 		to := mapping.Side(s)
-		created := map[string]string{}
-		for _, c := range results[s].Created {
-			created[c[0]] = c[1]
-		}
 		for _, ref := range results[s].Done {
 			done[to.String()+" "+ref] = true
 		}
@@ -84,19 +80,18 @@ func (r *syncRun) outcomes(p *plan, results [2]*applyResult) (links, unlinks [][
 				// Mapping errors name the entity by the key it came from.
 				done[to.String()+" key "+canonicalKey(w.ent.key[to.Other()])] = true
 			}
-			nk, ok := created[w.Ref]
-			if !ok {
-				continue
-			}
-			key, _ := decodeJSON([]byte(nk))
+		}
+		// Every row an apply created is linked to the key its ref names. From
+		// the result, not from this run's writes: a run redone after a crash
+		// may decide differently (it reads live rows), but what the node
+		// committed is what its tandem.applied row says.
+		for _, c := range results[s].Created {
 			var pair [2]Values
-			pair[to] = key
-			if w.ent != nil {
-				pair[to.Other()] = w.ent.key[to.Other()]
-			} else { // a retried insert: its ref names the other side's key
-				pair[to.Other()], _ = decodeJSON([]byte(strings.TrimPrefix(w.Ref, insertRefPrefix)))
+			pair[to], _ = decodeJSON([]byte(c[1]))
+			pair[to.Other()], _ = decodeJSON([]byte(strings.TrimPrefix(c[0], insertRefPrefix)))
+			if pair[to] != nil && pair[to.Other()] != nil {
+				links = append(links, pair)
 			}
-			links = append(links, pair)
 		}
 	}
 	return links, unlinks, done
