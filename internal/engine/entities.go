@@ -91,8 +91,11 @@ func (r *syncRun) entities(ctx context.Context, nets [2][]*netChange) ([]*entity
 // loadLinks returns, per side, the linked key on the other side of each key.
 func (r *syncRun) loadLinks(ctx context.Context, keys [2][]string) ([2]map[string]Values, error) {
 	out := [2]map[string]Values{{}, {}}
+	// UNION, not OR: each arm is an index lookup per key.
 	rows, err := r.e.Control.Query(ctx, `SELECT source_key, target_key FROM tandem.links
-		WHERE sync_id = $1 AND (source_key = ANY ($2::jsonb[]) OR target_key = ANY ($3::jsonb[]))`,
+		WHERE sync_id = $1 AND source_key = ANY ($2::jsonb[])
+		UNION SELECT source_key, target_key FROM tandem.links
+		WHERE sync_id = $1 AND target_key = ANY ($3::jsonb[])`,
 		r.cfg.ID, keys[0], keys[1])
 	if err != nil {
 		return out, fmt.Errorf("control: reading links of sync %s: %w", r.cfg.ID, err)

@@ -123,8 +123,7 @@ func (r *syncRun) missingConflicts(p *plan, to mapping.Side, ar *applyResult) {
 
 func (r *syncRun) saveLinks(ctx context.Context, tx pgx.Tx, links, unlinks [][2]Values) error {
 	if len(unlinks) > 0 {
-		if _, err := tx.Exec(ctx, `DELETE FROM tandem.links k USING jsonb_to_recordset($2::jsonb) l(s jsonb, t jsonb)
-			WHERE k.sync_id = $1 AND (k.source_key = l.s OR k.target_key = l.t)`, r.cfg.ID, pairsJSON(unlinks)); err != nil {
+		if err := r.deleteLinks(ctx, tx, unlinks); err != nil {
 			return fmt.Errorf("unlinking: %w", err)
 		}
 	}
@@ -132,8 +131,7 @@ func (r *syncRun) saveLinks(ctx context.Context, tx pgx.Tx, links, unlinks [][2]
 		return nil
 	}
 	// A re-created row replaces the link of the row it stands for.
-	if _, err := tx.Exec(ctx, `DELETE FROM tandem.links k USING jsonb_to_recordset($2::jsonb) l(s jsonb, t jsonb)
-		WHERE k.sync_id = $1 AND (k.source_key = l.s OR k.target_key = l.t)`, r.cfg.ID, pairsJSON(links)); err != nil {
+	if err := r.deleteLinks(ctx, tx, links); err != nil {
 		return fmt.Errorf("replacing links: %w", err)
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO tandem.links (sync_id, source_key, target_key)
@@ -141,6 +139,20 @@ func (r *syncRun) saveLinks(ctx context.Context, tx pgx.Tx, links, unlinks [][2]
 		return fmt.Errorf("linking: %w", err)
 	}
 	return nil
+}
+
+// deleteLinks removes the links of either key of each pair: one DELETE per
+// side, each an index lookup per pair (an OR of the two would compare every
+// link with every pair).
+func (r *syncRun) deleteLinks(ctx context.Context, tx pgx.Tx, pairs [][2]Values) error {
+	b := pairsJSON(pairs)
+	if _, err := tx.Exec(ctx, `DELETE FROM tandem.links k USING jsonb_to_recordset($2::jsonb) l(s jsonb, t jsonb)
+		WHERE k.sync_id = $1 AND k.source_key = l.s`, r.cfg.ID, b); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, `DELETE FROM tandem.links k USING jsonb_to_recordset($2::jsonb) l(s jsonb, t jsonb)
+		WHERE k.sync_id = $1 AND k.target_key = l.t`, r.cfg.ID, b)
+	return err
 }
 
 func pairsJSON(pairs [][2]Values) []byte {
