@@ -13,10 +13,12 @@
 // truth, and the engine also polls on each sync's interval, so a lost
 // notification costs latency, never data. The notifier leans on that:
 //
-//   - Wakes are debounced. After the first notification the notifier keeps
-//     gathering for [Notifier.Debounce] (5ms by default), then sends one Wake
-//     naming every node and table it heard from, so a burst of commits makes
-//     one run, not one run per commit.
+//   - Wakes are debounced on the trailing edge only. The first notification
+//     after a quiet spell is sent at once (an isolated change waits for
+//     nothing); notifications within [Notifier.Debounce] (5ms by default) of
+//     a wake are gathered and sent as one Wake naming every node and table
+//     heard from when the period ends, so a burst of commits makes one run
+//     per period, not one run per commit.
 //   - A slow consumer never stalls the listeners. C has room for one Wake;
 //     when that Wake has not been taken yet, the next is merged into it.
 //   - A lost connection is re-established with jittered exponential backoff

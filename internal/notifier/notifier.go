@@ -26,7 +26,7 @@ const (
 // its fields, then call Start; the fields are not read after Start.
 type Notifier struct {
 	Nodes      map[string]string // node name -> DSN
-	Debounce   time.Duration     // gather a burst this long after its first notification (default 5ms)
+	Debounce   time.Duration     // after a wake, gather for this long before the next (default 5ms)
 	Logger     *slog.Logger      // nil: discard
 	MinBackoff time.Duration     // first reconnect delay, before jitter (default 100ms)
 	MaxBackoff time.Duration     // longest reconnect delay (default 10s)

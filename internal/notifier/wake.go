@@ -68,14 +68,17 @@ func send(ctx context.Context, events chan<- event, e event) bool {
 	}
 }
 
-// collect gathers events into wakes: the first event of a burst starts a
-// debounce timer, and when it fires everything gathered since goes out as
-// one Wake. It never blocks on out, so listeners never wait on the consumer.
+// collect gathers events into wakes. The first event after a quiet spell
+// goes out at once (an isolated change waits for nothing); events arriving
+// within debounce of a wake are gathered and go out together when the
+// period ends, so a burst is one wake per period. It never blocks on out,
+// so listeners never wait on the consumer.
 func collect(ctx context.Context, debounce time.Duration, events <-chan event, out chan Wake) {
 	timer := time.NewTimer(debounce)
 	timer.Stop()
 	defer timer.Stop()
 	var pending *Wake
+	cooling := false // a wake went out less than debounce ago
 	for {
 		select {
 		case <-ctx.Done():
@@ -84,14 +87,21 @@ func collect(ctx context.Context, debounce time.Duration, events <-chan event, o
 			if pending == nil {
 				w := newWake()
 				pending = &w
-				timer.Reset(debounce)
 			}
 			pending.add(e)
-		case <-timer.C:
-			if pending != nil {
+			if !cooling {
 				deliver(out, *pending)
-				pending = nil
+				pending, cooling = nil, true
+				timer.Reset(debounce)
 			}
+		case <-timer.C:
+			if pending == nil {
+				cooling = false
+				continue
+			}
+			deliver(out, *pending)
+			pending = nil
+			timer.Reset(debounce)
 		}
 	}
 }
