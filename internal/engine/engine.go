@@ -29,8 +29,7 @@ type Engine struct {
 	// Window bounds the changes per side per run (DefaultWindow if 0).
 	Window int
 
-	once     sync.Once
-	initErr  error
+	initMu   sync.Mutex // guards consumer and readers until init succeeds
 	consumer string
 	readers  map[string]*nodeReader
 }
@@ -70,25 +69,30 @@ func (e *Engine) windowSize() int {
 	return DefaultWindow
 }
 
+// init reads the control database's identity and sets up one reader per
+// node. A failure (the control database unreachable, a cancelled context)
+// is not remembered: the next call tries again.
 func (e *Engine) init(ctx context.Context) error {
-	e.once.Do(func() {
-		id, err := control.InstanceID(ctx, e.Control)
-		if err != nil {
-			e.initErr = fmt.Errorf("control: reading instance id (run `tandem migrate`?): %w", err)
-			return
+	e.initMu.Lock()
+	defer e.initMu.Unlock()
+	if e.readers != nil {
+		return nil
+	}
+	id, err := control.InstanceID(ctx, e.Control)
+	if err != nil {
+		return fmt.Errorf("control: reading instance id (run `tandem migrate`?): %w", err)
+	}
+	readers := map[string]*nodeReader{}
+	for name, pool := range e.Nodes {
+		n := e.Config.Nodes[name]
+		r := &capture.Reader{Node: name, NodeDB: pool, Control: e.Control, Consumer: id, Logger: e.logger()}
+		if n != nil {
+			r.MaxQueueRows, r.MaxQueueAge = n.QueueLimit.Rows, n.QueueLimit.Age
 		}
-		e.consumer = id
-		e.readers = map[string]*nodeReader{}
-		for name, pool := range e.Nodes {
-			n := e.Config.Nodes[name]
-			r := &capture.Reader{Node: name, NodeDB: pool, Control: e.Control, Consumer: id, Logger: e.logger()}
-			if n != nil {
-				r.MaxQueueRows, r.MaxQueueAge = n.QueueLimit.Rows, n.QueueLimit.Age
-			}
-			e.readers[name] = &nodeReader{r: r}
-		}
-	})
-	return e.initErr
+		readers[name] = &nodeReader{r: r}
+	}
+	e.consumer, e.readers = id, readers
+	return nil
 }
 
 // Pull moves a node's captured changes into change_log.
