@@ -39,6 +39,27 @@ syncs:
       - { source: phone, target: phone_number }
 `
 
+// setup is the built binary, a control database and two nodes with
+// capture installed, and the config naming them.
+type setup struct {
+	bin, cfg      string
+	env           []string
+	ctl, crm, hub *pgtest.DB
+}
+
+func newSetup(t *testing.T) setup {
+	s := setup{bin: buildTandem(t), ctl: pgtest.NewDB(t), crm: pgtest.NewDB(t), hub: pgtest.NewDB(t)}
+	s.crm.Exec(t, `CREATE TABLE contacts (id bigserial PRIMARY KEY, full_name text, email text UNIQUE, phone text)`)
+	s.hub.Exec(t, `CREATE TABLE hs_contacts (id bigserial PRIMARY KEY, firstname text, lastname text, email text UNIQUE, phone_number text)`)
+	s.cfg = filepath.Join(t.TempDir(), "tandem.yaml")
+	require.NoError(t, os.WriteFile(s.cfg, []byte(crashConfig), 0o600))
+	s.env = append(os.Environ(), "CTL="+s.ctl.URL, "CRM="+s.crm.URL, "HUB="+s.hub.URL)
+	tandem(t, s.bin, s.env, "-c", s.cfg, "migrate")
+	tandem(t, s.bin, s.env, "-c", s.cfg, "install", "crm")
+	tandem(t, s.bin, s.env, "-c", s.cfg, "install", "hubspot")
+	return s
+}
+
 // buildTandem builds the binary under test.
 func buildTandem(t *testing.T) string {
 	bin := filepath.Join(t.TempDir(), "tandem")
@@ -96,16 +117,8 @@ func tandem(t *testing.T, bin string, env []string, args ...string) string {
 // while both sides are written, restarts it, and checks that once writes
 // stop both tables hold the same data, each created row exactly once.
 func TestKill9AtRandomPoints(t *testing.T) {
-	bin := buildTandem(t)
-	ctl, crm, hub := pgtest.NewDB(t), pgtest.NewDB(t), pgtest.NewDB(t)
-	crm.Exec(t, `CREATE TABLE contacts (id bigserial PRIMARY KEY, full_name text, email text UNIQUE, phone text)`)
-	hub.Exec(t, `CREATE TABLE hs_contacts (id bigserial PRIMARY KEY, firstname text, lastname text, email text UNIQUE, phone_number text)`)
-	cfg := filepath.Join(t.TempDir(), "tandem.yaml")
-	require.NoError(t, os.WriteFile(cfg, []byte(crashConfig), 0o600))
-	env := append(os.Environ(), "CTL="+ctl.URL, "CRM="+crm.URL, "HUB="+hub.URL)
-	tandem(t, bin, env, "-c", cfg, "migrate")
-	tandem(t, bin, env, "-c", cfg, "install", "crm")
-	tandem(t, bin, env, "-c", cfg, "install", "hubspot")
+	s := newSetup(t)
+	bin, env, cfg, ctl, crm, hub := s.bin, s.env, s.cfg, s.ctl, s.crm, s.hub
 
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup

@@ -1,30 +1,18 @@
 package main_test
 
 import (
-	"os"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/tandem-sync/tandem/internal/pgtest"
 )
 
 // TestSigtermStopsCleanly: SIGTERM (and SIGINT) end `tandem run` with exit
 // 0 after the run in hand, and what was committed before stays consistent.
 func TestSigtermStopsCleanly(t *testing.T) {
-	bin := buildTandem(t)
-	ctl, crm, hub := pgtest.NewDB(t), pgtest.NewDB(t), pgtest.NewDB(t)
-	crm.Exec(t, `CREATE TABLE contacts (id bigserial PRIMARY KEY, full_name text, email text UNIQUE, phone text)`)
-	hub.Exec(t, `CREATE TABLE hs_contacts (id bigserial PRIMARY KEY, firstname text, lastname text, email text UNIQUE, phone_number text)`)
-	cfg := filepath.Join(t.TempDir(), "tandem.yaml")
-	require.NoError(t, os.WriteFile(cfg, []byte(crashConfig), 0o600))
-	env := append(os.Environ(), "CTL="+ctl.URL, "CRM="+crm.URL, "HUB="+hub.URL)
-	tandem(t, bin, env, "-c", cfg, "migrate")
-	tandem(t, bin, env, "-c", cfg, "install", "crm")
-	tandem(t, bin, env, "-c", cfg, "install", "hubspot")
+	s := newSetup(t)
+	bin, env, cfg, ctl, crm, hub := s.bin, s.env, s.cfg, s.ctl, s.crm, s.hub
 
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		d := startDaemon(t, bin, env, cfg)

@@ -157,14 +157,33 @@ func (s *side) applyBulk(ctx context.Context, tx pgx.Tx, writes []*write) (*appl
 			return nil, err
 		}
 		res.Updated += len(refs)
-		missing, err := s.missing(ctx, tx, ups)
-		if err != nil {
-			return nil, err
+		res.Done = append(res.Done, refs...)
+		// A row not updated either held the values already or is gone: only
+		// those rows are looked up again.
+		updated := make(map[string]bool, len(refs))
+		for _, r := range refs {
+			updated[r] = true
 		}
-		res.Missing = append(res.Missing, missing...)
+		var rest []rowWrite
 		for _, u := range ups {
-			if !slices.Contains(missing, u.Ref) {
-				res.Done = append(res.Done, u.Ref)
+			if !updated[u.Ref] {
+				rest = append(rest, u)
+			}
+		}
+		if len(rest) > 0 {
+			missing, err := s.missing(ctx, tx, rest)
+			if err != nil {
+				return nil, err
+			}
+			res.Missing = append(res.Missing, missing...)
+			gone := make(map[string]bool, len(missing))
+			for _, m := range missing {
+				gone[m] = true
+			}
+			for _, u := range rest {
+				if !gone[u.Ref] {
+					res.Done = append(res.Done, u.Ref)
+				}
 			}
 		}
 	}

@@ -456,7 +456,7 @@ func (r *benchRig) latencies(b *testing.B, writer *pgxpool.Pool, rows, n int, se
 	poll, err := pgx.Connect(ctx, r.urls["HUB"])
 	require.NoError(b, err)
 	defer poll.Close(ctx)
-	pause := syscall.NsecToTimespec(int64(100 * time.Microsecond)) // time.Sleep rounds this up to ~1ms
+	pause := syscall.NsecToTimespec(int64(100 * time.Microsecond)) // between polls for the new value; the runtime timer would round this up to ~1ms
 	out := make([]float64, 0, n)
 	for range n {
 		*seq++

@@ -43,18 +43,9 @@ func TestOneWayDirections(t *testing.T) {
 // that row to sync_errors with the reason; the other rows apply.
 func TestTransformErrorGoesToSyncErrors(t *testing.T) {
 	t.Parallel()
-	yaml := `control: ${CTL}
-nodes:
-  crm: { dsn: "${CRM}" }
-  hubspot: { dsn: "${HUB}" }
-syncs:
-  - id: contacts
-    source: { node: crm, table: public.contacts }
-    target: { node: hubspot, table: public.hs_contacts }
-    fields:
-      - { source: email, target: email }
+	yaml := contactsYAMLWith("", `      - { source: email, target: email }
       - { source: phone, target: score, transform: to_number }
-`
+`)
 	r := newRig(t, yaml, twoNodes())
 	r.exec("crm", `INSERT INTO contacts (email, phone) VALUES ('a@x', '42'), ('b@x', 'call me'), ('c@x', NULL)`)
 	res := r.run("contacts")

@@ -29,9 +29,8 @@ type Engine struct {
 	// Window bounds the changes per side per run (DefaultWindow if 0).
 	Window int
 
-	initMu   sync.Mutex // guards consumer and readers until init succeeds
-	consumer string
-	readers  map[string]*nodeReader
+	initMu  sync.Mutex // guards readers until init succeeds
+	readers map[string]*nodeReader
 }
 
 // nodeReader serializes pulls of one node: several syncs share it.
@@ -91,7 +90,7 @@ func (e *Engine) init(ctx context.Context) error {
 		}
 		readers[name] = &nodeReader{r: r}
 	}
-	e.consumer, e.readers = id, readers
+	e.readers = readers
 	return nil
 }
 

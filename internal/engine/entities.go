@@ -39,9 +39,7 @@ func (r *syncRun) resolveWindow(ctx context.Context, w window) (*plan, []*entity
 		return nil, nil, err
 	}
 	v := &resolver{run: r, m: r.m, plan: p}
-	if err := v.decide(ctx, ents); err != nil {
-		return nil, nil, err
-	}
+	v.decide(ents)
 	if err := r.retryErrors(ctx, p); err != nil {
 		return nil, nil, err
 	}
@@ -135,8 +133,11 @@ func (r *syncRun) markHeld(ctx context.Context, ents []*entity) error {
 	if len(sk)+len(tk) == 0 {
 		return nil
 	}
+	// UNION, not OR: each arm uses its partial index of open conflicts.
 	rows, err := r.e.Control.Query(ctx, `SELECT id, source_key, target_key FROM tandem.sync_conflicts
-		WHERE sync_id = $1 AND status = 'open' AND (source_key = ANY ($2::jsonb[]) OR target_key = ANY ($3::jsonb[]))`,
+		WHERE sync_id = $1 AND status = 'open' AND source_key = ANY ($2::jsonb[])
+		UNION SELECT id, source_key, target_key FROM tandem.sync_conflicts
+		WHERE sync_id = $1 AND status = 'open' AND target_key = ANY ($3::jsonb[])`,
 		r.cfg.ID, sk, tk)
 	if err != nil {
 		return fmt.Errorf("control: reading open conflicts of sync %s: %w", r.cfg.ID, err)

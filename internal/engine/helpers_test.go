@@ -37,8 +37,18 @@ const hubspotDDL = `CREATE TABLE hs_contacts (
 	phone_number text,
 	score int)`
 
-// contactsSync is the sync most tests run, with its extra YAML lines.
-func contactsYAML(extra string) string {
+// contactsFields is the field mapping most tests use.
+const contactsFields = `      - { source: full_name, target: [firstname, lastname], transform: split_name }
+      - { source: email, target: email, transform: lowercase }
+      - { source: phone, target: phone_number }
+`
+
+// contactsYAML is the sync most tests run, with its extra YAML lines
+// (indented four spaces, placed before fields).
+func contactsYAML(extra string) string { return contactsYAMLWith(extra, contactsFields) }
+
+// contactsYAMLWith is the contacts sync crm -> hubspot with other fields.
+func contactsYAMLWith(extra, fields string) string {
 	return `control: ${CTL}
 nodes:
   crm: { dsn: "${CRM}" }
@@ -47,11 +57,7 @@ syncs:
   - id: contacts
     source: { node: crm, table: public.contacts }
     target: { node: hubspot, table: public.hs_contacts }
-` + extra + `    fields:
-      - { source: full_name, target: [firstname, lastname], transform: split_name }
-      - { source: email, target: email, transform: lowercase }
-      - { source: phone, target: phone_number }
-`
+` + extra + "    fields:\n" + fields
 }
 
 // rig is a control database and nodes with capture installed, and an engine.

@@ -39,19 +39,10 @@ func TestRunWritesOnlyWhatChanged(t *testing.T) {
 // through a transform with no reverse (uppercase one way, identity back).
 func TestOwnWritesDoNotEcho(t *testing.T) {
 	t.Parallel()
-	yaml := `control: ${CTL}
-nodes:
-  crm: { dsn: "${CRM}" }
-  hubspot: { dsn: "${HUB}" }
-syncs:
-  - id: contacts
-    source: { node: crm, table: public.contacts }
-    target: { node: hubspot, table: public.hs_contacts }
-    fields:
-      - { source: full_name, target: [firstname, lastname], transform: split_name }
+	yaml := contactsYAMLWith("", `      - { source: full_name, target: [firstname, lastname], transform: split_name }
       - { source: email, target: email, transform: uppercase }
       - { source: phone, target: phone_number }
-`
+`)
 	r := newRig(t, yaml, twoNodes())
 	r.idle("contacts") // nothing captured yet
 

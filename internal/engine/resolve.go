@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -35,7 +34,6 @@ type write struct {
 	// Ref names the write within its run: the written side's key, or for an
 	// insert the other side's key (the new key is not known yet).
 	Ref     string `json:"ref"`
-	relink  bool   // an insert that replaces a linked row deleted on this side
 	ent     *entity
 	errorID int64 // the open sync_errors row this write retries
 }
@@ -96,7 +94,7 @@ type resolver struct {
 func (r *syncRun) sides() [2]*side { return [2]*side{r.src, r.tgt} }
 
 // decide resolves every entity.
-func (v *resolver) decide(ctx context.Context, ents []*entity) error {
+func (v *resolver) decide(ents []*entity) {
 	for _, e := range ents {
 		if e.heldBy != 0 {
 			v.plan.holds = append(v.plan.holds, e)
@@ -113,7 +111,6 @@ func (v *resolver) decide(ctx context.Context, ents []*entity) error {
 			v.one(e, mapping.Target)
 		}
 	}
-	return nil
 }
 
 // lost records application writes that the sync's own applies overwrote.
@@ -277,7 +274,7 @@ func (v *resolver) updateDelete(e *entity) {
 	// Re-create the row on the side that deleted it, from the whole current row.
 	vals, ok := v.mapRow(e, upd, e.net[upd].row())
 	if ok {
-		v.add(del, &write{Kind: "insert", Vals: vals, Ref: insertRef(e.keyText(upd)), ent: e, relink: true})
+		v.add(del, &write{Kind: "insert", Vals: vals, Ref: insertRef(e.keyText(upd)), ent: e})
 	}
 }
 
