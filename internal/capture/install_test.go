@@ -231,3 +231,32 @@ func TestInstallSQLGolden(t *testing.T) {
 	db.Exec(t, `INSERT INTO "Odd ""Name""" VALUES (1, 'x''y')`)
 	require.Equal(t, map[string]any{"k1": num(1), "K 2": "x'y"}, drainQueue(t, db)[0].Keys)
 }
+
+// TestInstallUpgradesInPlace: a node at an older capture version gets only
+// the newer files; its queue, its pending changes and its triggers stay.
+func TestInstallUpgradesInPlace(t *testing.T) {
+	t.Parallel()
+	db := pgtestDBWith(t, contactsDDL)
+	install(t, db, tableRef("contacts"))
+	// Make the node look like one installed by a version-1 tandem, with a
+	// change pending.
+	db.Exec(t, "DROP TABLE tandem.applied; UPDATE tandem.capture_info SET version = 1")
+	db.Exec(t, "INSERT INTO contacts (name, email) VALUES ('v1', 'v1@x')")
+	before := catalog(t, db, true)
+
+	p := install(t, db, tableRef("contacts"))
+	require.Equal(t, 1, p.FromVersion)
+	require.Equal(t, capture.CurrentVersion(), p.ToVersion)
+	require.Empty(t, p.Added, "triggers are current: not recreated")
+	sql := p.SQL()
+	require.Contains(t, sql, "0002_applied.sql")
+	require.NotContains(t, sql, "0001_capture.sql", "version 1 is not run again")
+	after := catalog(t, db, true)
+	for _, line := range before {
+		require.Contains(t, after, line, "an upgrade keeps every existing object as it was")
+	}
+	require.Contains(t, strings.Join(after, "\n"), "rel tandem.applied r")
+	changes := drainQueue(t, db)
+	require.Len(t, changes, 1, "the change pending before the upgrade is still there")
+	require.Equal(t, "v1@x", changes[0].New["email"])
+}
