@@ -25,6 +25,8 @@ type applyResult struct {
 	Inserted int          `json:"inserted"`
 	Updated  int          `json:"updated"`
 	Deleted  int          `json:"deleted"`
+
+	wrote []string // refs of writes that changed a row, in statement order
 }
 
 type applyError struct {
@@ -85,8 +87,12 @@ func (r *syncRun) applyOnce(ctx context.Context, s *side, w window, writes []*wr
 		res := &applyResult{}
 		return res, json.Unmarshal(stored, res) // applied before a crash: do not apply again
 	}
-	if _, err := tx.Exec(ctx, `SELECT set_config('tandem.origin', $1, true), set_config('lock_timeout', $2, true)`,
-		r.cfg.ID, lockTimeout); err != nil {
+	marked := ""
+	if s.marked {
+		marked = s.Table
+	}
+	if _, err := tx.Exec(ctx, `SELECT set_config('tandem.origin', $1, true), set_config('lock_timeout', $2, true),
+		set_config('tandem.marked', $3, true)`, r.cfg.ID, lockTimeout, marked); err != nil {
 		return nil, err
 	}
 	if _, err := tx.Exec(ctx, "SAVEPOINT tandem_bulk"); err != nil {
@@ -102,6 +108,14 @@ func (r *syncRun) applyOnce(ctx context.Context, s *side, w window, writes []*wr
 	}
 	if err != nil {
 		return nil, err
+	}
+	if s.marked && len(res.wrote) > 0 {
+		// After the writes: see sql/node/0003_marked.sql.
+		_, err = tx.Exec(ctx, `INSERT INTO tandem.change_queue (table_name, op, new, origin) VALUES ($1, $2, $3, $4)`,
+			s.Table, opApplied, encodeJSON(marker(writes, res)), r.cfg.ID)
+		if err != nil {
+			return nil, fmt.Errorf("writing the apply's marker: %w", err)
+		}
 	}
 	_, err = tx.Exec(ctx, `INSERT INTO tandem.applied (sync_id, side, run_id, result) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (sync_id, side) DO UPDATE SET run_id = excluded.run_id, result = excluded.result, applied_at = now()`,
@@ -143,6 +157,7 @@ func (s *side) applyBulk(ctx context.Context, tx pgx.Tx, writes []*write) (*appl
 			return nil, err
 		}
 		res.Deleted += len(refs)
+		res.wrote = append(res.wrote, refs...)
 		for _, d := range dels {
 			res.Done = append(res.Done, d.Ref) // a row already gone is deleted too
 		}
@@ -158,6 +173,7 @@ func (s *side) applyBulk(ctx context.Context, tx pgx.Tx, writes []*write) (*appl
 		}
 		res.Updated += len(refs)
 		res.Done = append(res.Done, refs...)
+		res.wrote = append(res.wrote, refs...)
 		// A row not updated either held the values already or is gone: only
 		// those rows are looked up again.
 		updated := make(map[string]bool, len(refs))
@@ -222,6 +238,7 @@ func (res *applyResult) created(ref string, key []byte) error {
 	}
 	res.Created = append(res.Created, [2]string{ref, canonicalKey(k)})
 	res.Done = append(res.Done, ref)
+	res.wrote = append(res.wrote, ref)
 	res.Inserted++
 	return nil
 }
@@ -251,6 +268,7 @@ func (s *side) applyEach(ctx context.Context, tx pgx.Tx, writes []*write) (*appl
 		res.Created = append(res.Created, one.Created...)
 		res.Missing = append(res.Missing, one.Missing...)
 		res.Done = append(res.Done, one.Done...)
+		res.wrote = append(res.wrote, one.wrote...)
 		res.Inserted += one.Inserted
 		res.Updated += one.Updated
 		res.Deleted += one.Deleted
@@ -340,4 +358,48 @@ func (s *side) insertSQL(vals Values) string {
 	}
 	return fmt.Sprintf(`INSERT INTO %[1]s AS t (%[2]s) SELECT %[3]s FROM jsonb_populate_record(NULL::%[1]s, $1::jsonb) r RETURNING %[4]s`,
 		s.ident, strings.Join(cols, ", "), strings.Join(rcols, ", "), s.keyObject("t"))
+}
+
+// marked is one write of an apply's marker.
+type marked struct {
+	Op   string          `json:"op"`
+	Key  json.RawMessage `json:"key"`
+	Vals Values          `json:"vals,omitempty"`
+}
+
+// markerDoc is the new column of an apply's marker row: the writes that
+// changed a row, in the order they were made.
+type markerDoc struct {
+	Writes []marked `json:"writes"`
+}
+
+// marker lists what an apply wrote, for the marker row that stands for the
+// per-row echoes of its writes.
+func marker(writes []*write, res *applyResult) markerDoc {
+	byRef := make(map[string]*write, len(writes))
+	for _, w := range writes {
+		byRef[w.Ref] = w
+	}
+	created := make(map[string]string, len(res.Created))
+	for _, c := range res.Created {
+		created[c[0]] = c[1]
+	}
+	doc := markerDoc{Writes: make([]marked, 0, len(res.wrote))}
+	for _, ref := range res.wrote {
+		w := byRef[ref]
+		if w == nil {
+			continue
+		}
+		m := marked{Op: w.Kind, Vals: w.Vals}
+		if w.Kind == "insert" {
+			m.Key = json.RawMessage(created[ref])
+		} else {
+			m.Key = encodeJSON(w.Key)
+		}
+		if w.Kind == "delete" {
+			m.Vals = nil
+		}
+		doc.Writes = append(doc.Writes, m)
+	}
+	return doc
 }

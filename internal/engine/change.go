@@ -21,6 +21,9 @@ const (
 	opUpdate   = "update"
 	opDelete   = "delete"
 	opTruncate = "truncate"
+	// opApplied is an apply's marker row: the engine's writes to a table,
+	// listed once instead of captured row by row.
+	opApplied = "applied"
 )
 
 // change is one row of tandem.change_log.
@@ -166,8 +169,8 @@ func (n *netChange) echo(c *change) {
 		lost, kept := Values{}, Values{}
 		for col, v := range c.New {
 			old, ok := n.Vals[col]
-			if !ok {
-				continue
+			if !ok || mapping.Equal(old, v) {
+				continue // not written by the application, or not changed by the apply
 			}
 			lost[col], kept[col] = old, v
 			if n.Created {
@@ -215,6 +218,22 @@ func decodeJSON(b []byte) (Values, error) {
 // keys sorted, no insignificant space. Map keys of Go maps are sorted by
 // encoding/json.
 func canonicalKey(v Values) string {
+	if len(v) == 1 { // one key column, the common case: no encoder
+		for k, x := range v {
+			if plainString(k) {
+				switch x := x.(type) {
+				case json.Number:
+					if validNumber(string(x)) {
+						return `{"` + k + `":` + string(x) + `}`
+					}
+				case string:
+					if plainString(x) {
+						return `{"` + k + `":"` + x + `"}`
+					}
+				}
+			}
+		}
+	}
 	var b strings.Builder
 	e := json.NewEncoder(&b)
 	e.SetEscapeHTML(false)

@@ -92,6 +92,10 @@ func TestConvergenceUnderFire(t *testing.T) {
 	// so the test stays short on a loaded machine.)
 	started := time.Now()
 	for runs := 0; runs < 5 || (runs < 20 && time.Since(started) < 3*time.Second); runs = r.ctlInt(`SELECT count(*) FROM tandem.sync_runs`) {
+		if time.Since(started) > time.Minute {
+			t.Fatalf("the daemon recorded %d runs in a minute of writes (failing? see sync_runs.error: %v)",
+				runs, r.ctlRows(`SELECT DISTINCT error FROM tandem.sync_runs WHERE error IS NOT NULL`))
+		}
 		select {
 		case err := <-daemonDone:
 			t.Fatalf("daemon stopped: %v", err)
@@ -142,8 +146,11 @@ func lostCandidates(t *testing.T, r *rig) []string {
 		WHERE a.new ? a.col AND a.new ->> a.col IS NOT NULL
 		  AND NOT EXISTS (SELECT 1 FROM tandem.change_log b WHERE b.node = a.node AND b.keys = a.keys AND b.id > a.id
 		                  AND b.origin IS NULL AND (b.op = 'delete' OR b.new ? a.col))
-		  AND NOT EXISTS (SELECT 1 FROM tandem.change_log e WHERE e.node <> a.node AND e.origin = 'contacts'
-		                  AND (e.new ->> 'phone' = a.new ->> a.col OR e.new ->> 'phone_number' = a.new ->> a.col))
+		  AND NOT EXISTS (SELECT 1 FROM tandem.change_log e
+		                  CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN e.op = 'applied' THEN e.new -> 'writes'
+		                                     ELSE jsonb_build_array(jsonb_build_object('vals', e.new)) END) w
+		                  WHERE e.node <> a.node AND e.origin = 'contacts'
+		                  AND (w -> 'vals' ->> 'phone' = a.new ->> a.col OR w -> 'vals' ->> 'phone_number' = a.new ->> a.col))
 		  AND NOT EXISTS (SELECT 1 FROM tandem.sync_conflicts k
 		                  WHERE position('"' || (a.new ->> a.col) || '"' IN concat(k.kept::text, k.lost::text)) > 0)`)
 }

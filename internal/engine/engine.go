@@ -122,10 +122,25 @@ func (e *Engine) newRun(s *config.Sync) (*syncRun, error) {
 	if sp == nil || tp == nil {
 		return nil, fmt.Errorf("sync %s: no connection to node %s or %s", s.ID, s.Source.Node, s.Target.Node)
 	}
-	return &syncRun{e: e, cfg: s, m: m,
+	r := &syncRun{e: e, cfg: s, m: m,
 		src: newSide(mapping.Source, s.Source, sp, m.Columns(mapping.Source)),
 		tgt: newSide(mapping.Target, s.Target, tp, m.Columns(mapping.Target)),
-	}, nil
+	}
+	r.src.shared, r.tgt.shared = e.syncsReading(s.Source) > 1, e.syncsReading(s.Target) > 1
+	return r, nil
+}
+
+// syncsReading counts the syncs of the config that read a node table.
+func (e *Engine) syncsReading(ep config.Endpoint) int {
+	n := 0
+	for _, s := range e.Config.Syncs {
+		for _, o := range []config.Endpoint{s.Source, s.Target} {
+			if o.Node == ep.Node && o.Schema() == ep.Schema() && o.Name() == ep.Name() {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // RunSync runs one sync once: pull both sides, then consume windows until

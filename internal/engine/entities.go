@@ -104,16 +104,16 @@ func (r *syncRun) loadLinks(ctx context.Context, keys [2][]string) ([2]map[strin
 		if err := rows.Scan(&sb, &tb); err != nil {
 			return out, fmt.Errorf("control: reading links of sync %s: %w", r.cfg.ID, err)
 		}
-		sk, err := decodeJSON(sb)
+		sk, skText, err := decodeKey(sb)
 		if err != nil {
 			return out, err
 		}
-		tk, err := decodeJSON(tb)
+		tk, tkText, err := decodeKey(tb)
 		if err != nil {
 			return out, err
 		}
-		out[0][canonicalKey(sk)] = tk
-		out[1][canonicalKey(tk)] = sk
+		out[0][skText] = tk
+		out[1][tkText] = sk
 	}
 	return out, rows.Err()
 }
@@ -133,6 +133,11 @@ func (r *syncRun) markHeld(ctx context.Context, ents []*entity) error {
 	if len(sk)+len(tk) == 0 {
 		return nil
 	}
+	var open bool // most syncs have no open conflict: one index probe, not one per key
+	if err := r.e.Control.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tandem.sync_conflicts WHERE sync_id = $1 AND status = 'open')`,
+		r.cfg.ID).Scan(&open); err != nil || !open {
+		return err
+	}
 	// UNION, not OR: each arm uses its partial index of open conflicts.
 	rows, err := r.e.Control.Query(ctx, `SELECT id, source_key, target_key FROM tandem.sync_conflicts
 		WHERE sync_id = $1 AND status = 'open' AND source_key = ANY ($2::jsonb[])
@@ -151,8 +156,8 @@ func (r *syncRun) markHeld(ctx context.Context, ents []*entity) error {
 			return err
 		}
 		for i, b := range [][]byte{sb, tb} {
-			if k, _ := decodeJSON(b); k != nil {
-				held[i][canonicalKey(k)] = id
+			if k, text, _ := decodeKey(b); k != nil {
+				held[i][text] = id
 			}
 		}
 	}

@@ -22,6 +22,12 @@ type side struct {
 	Key   []string // key columns: configured, or the primary key
 	Cols  []string // mapped columns of this side
 	ident string   // quoted schema.name
+	// shared: another sync of the config reads this node table too, so it
+	// needs the engine's writes here captured row by row.
+	shared bool
+	// marked: applies here write one marker row instead of having every
+	// row they write captured (capture version 3, table not shared).
+	marked bool
 }
 
 func newSide(which mapping.Side, e config.Endpoint, pool *pgxpool.Pool, cols []string) *side {
@@ -74,8 +80,17 @@ func (s *side) check(ctx context.Context) error {
 			return fmt.Errorf("node %s: column %q of %s is mapped by the sync but does not exist (dropped?)", s.Node, c, s.Table)
 		}
 	}
+	var version int
+	if err := s.Pool.QueryRow(ctx, `SELECT version FROM tandem.capture_info`).Scan(&version); err != nil {
+		return fmt.Errorf("node %s: reading capture version (run `tandem install %s`?): %w", s.Node, s.Node, err)
+	}
+	s.marked = version >= markerVersion && !s.shared
 	return nil
 }
+
+// markerVersion is the capture version whose trigger leaves a marked
+// apply's rows to the marker.
+const markerVersion = 3
 
 // keyJoin is the condition that matches rows of t to the typed key in k,
 // where k is jsonb_populate_record(NULL::table, key).

@@ -1,7 +1,9 @@
 package engine
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -108,21 +110,48 @@ func (r *syncRun) loadChanges(ctx context.Context, s *side, from, through int64)
 		if err := rows.Scan(&c.ID, &c.Op, &keys, &oldB, &newB, &c.CapturedAt, &c.Origin); err != nil {
 			return nil, fmt.Errorf("control: reading changes of %s on node %s: %w", s.Table, s.Node, err)
 		}
-		if c.KeyVals, err = decodeJSON(keys); err != nil {
+		if c.Op == opApplied {
+			if c.Origin != r.cfg.ID {
+				continue // another sync's marker: it alone reads this table
+			}
+			if out, err = appendMarked(out, c, newB); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if c.KeyVals, c.Key, err = decodeKey(keys); err != nil {
 			return nil, fmt.Errorf("change_log %d: keys: %w", c.ID, err)
 		}
-		if c.Old, err = decodeJSON(oldB); err != nil {
+		if c.Old, err = decodeFlat(oldB); err != nil {
 			return nil, fmt.Errorf("change_log %d: old: %w", c.ID, err)
 		}
-		if c.New, err = decodeJSON(newB); err != nil {
+		if c.New, err = decodeFlat(newB); err != nil {
 			return nil, fmt.Errorf("change_log %d: new: %w", c.ID, err)
-		}
-		if c.KeyVals != nil {
-			c.Key = canonicalKey(c.KeyVals)
 		}
 		out = append(out, c)
 	}
 	return out, rows.Err()
+}
+
+// appendMarked appends the writes an apply's marker lists, each as the
+// echo the trigger would have captured for it.
+func appendMarked(out []change, m change, doc []byte) ([]change, error) {
+	var d markerDoc
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	dec.UseNumber()
+	if err := dec.Decode(&d); err != nil {
+		return nil, fmt.Errorf("change_log %d: marker: %w", m.ID, err)
+	}
+	for _, w := range d.Writes {
+		c := m
+		key, text, err := decodeKey(w.Key)
+		if err != nil || key == nil {
+			return nil, fmt.Errorf("change_log %d: marker: key %s: %v", m.ID, w.Key, err)
+		}
+		c.Op, c.KeyVals, c.Key, c.New = w.Op, key, text, w.Vals
+		out = append(out, c)
+	}
+	return out, nil
 }
 
 // lockSync holds the sync's session advisory lock on a dedicated control

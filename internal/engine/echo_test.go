@@ -1,0 +1,96 @@
+package engine_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// echoModes runs a test with the engine's writes to hubspot marked (capture
+// version 3: one marker row per apply) and captured row by row (a node
+// still at capture version 2, or a table another sync reads too).
+var echoModes = []struct {
+	name    string
+	version int
+	perRow  bool
+}{
+	{"marked", 3, false},
+	{"captured row by row", 2, true},
+}
+
+func TestAppliesComeBackAsOneMarker(t *testing.T) {
+	t.Parallel()
+	for _, mode := range echoModes {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t, contactsYAML(""), twoNodes())
+			r.exec("hubspot", "UPDATE tandem.capture_info SET version = $1", mode.version)
+			r.exec("crm", `INSERT INTO contacts (full_name, email, phone) SELECT 'P ' || g, 'p' || g || '@x.com', g::text FROM generate_series(1, 3) g`)
+			require.Equal(t, 3, r.run("contacts").Created)
+			r.exec("crm", `UPDATE contacts SET phone = phone || '0'`)
+			r.exec("crm", `DELETE FROM contacts WHERE phone = '30'`)
+			res := r.run("contacts")
+			require.Equal(t, [2]int{2, 1}, [2]int{res.Updated, res.Deleted}, "updated, deleted")
+			r.idle("contacts")
+
+			echoes := r.ctlRows(`SELECT op FROM tandem.change_log WHERE node = 'hubspot' AND origin = 'contacts' ORDER BY id`)
+			if mode.perRow {
+				require.Equal(t, []string{"insert", "insert", "insert", "delete", "update", "update"}, echoes)
+			} else {
+				require.Equal(t, []string{"applied", "applied"}, echoes, "one marker per apply, none per row")
+				require.Equal(t, []string{`insert {"id": 1}`, `insert {"id": 2}`, `insert {"id": 3}`},
+					r.ctlRows(`SELECT w ->> 'op' || ' ' || (w -> 'key')::text FROM tandem.change_log l,
+						jsonb_array_elements(l.new -> 'writes') w WHERE l.node = 'hubspot' AND l.id = (
+						SELECT min(id) FROM tandem.change_log WHERE node = 'hubspot' AND op = 'applied')`))
+			}
+			require.Equal(t, []string{"P|1|10", "P|2|20"}, r.rows("hubspot", "SELECT firstname, lastname, phone_number FROM hs_contacts ORDER BY id"))
+			require.Zero(t, r.ctlInt("SELECT count(*) FROM tandem.sync_conflicts"))
+		})
+	}
+}
+
+// An application write that commits while an apply waits for its row lock
+// is overwritten by the apply: it must be recorded as a concurrent_apply
+// conflict and not sent to the other side afterwards (which would undo the
+// sync's decision there and leave the two sides apart).
+func TestWriteOverwrittenByARacingApplyIsRecorded(t *testing.T) {
+	t.Parallel()
+	for _, mode := range echoModes {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			r := newRig(t, contactsYAML(""), twoNodes())
+			r.exec("hubspot", "UPDATE tandem.capture_info SET version = $1", mode.version)
+			r.exec("crm", `INSERT INTO contacts (full_name, email, phone) VALUES ('Ann Lee', 'ann@x.com', '1')`)
+			r.run("contacts")
+			r.idle("contacts")
+
+			r.exec("crm", `UPDATE contacts SET phone = 'crm'`)
+			app, err := r.nodes["hubspot"].Pool.Begin(ctx)
+			require.NoError(t, err)
+			defer app.Rollback(ctx)
+			_, err = app.Exec(ctx, `UPDATE hs_contacts SET phone_number = 'app'`) // holds the row lock, not yet committed
+			require.NoError(t, err)
+
+			done := make(chan error, 1)
+			go func() { _, err := r.eng.RunSync(ctx, "contacts", "manual"); done <- err }()
+			// The apply waits for the application's row lock; then the application commits.
+			require.Eventually(t, func() bool {
+				return r.nodeInt("hubspot", `SELECT count(*) FROM pg_stat_activity
+					WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'UPDATE%hs_contacts%'`) == 1
+			}, 10*time.Second, 5*time.Millisecond, "the apply never waited for the application's lock")
+			require.NoError(t, app.Commit(ctx))
+			require.NoError(t, <-done)
+			require.Equal(t, []string{"crm"}, r.rows("hubspot", "SELECT phone_number FROM hs_contacts"), "the apply went in after the application's write")
+
+			r.run("contacts") // takes the application's write and the apply's echo
+			r.idle("contacts")
+			require.Equal(t, []string{"crm"}, r.rows("crm", "SELECT phone FROM contacts"), "the overwritten write is not sent on")
+			require.Equal(t, []string{"crm"}, r.rows("hubspot", "SELECT phone_number FROM hs_contacts"))
+			require.Equal(t, []string{`concurrent_apply|"app"|"crm"`},
+				r.ctlRows(`SELECT kind || '|' || (lost -> 'target' -> 'phone_number')::text || '|' || (kept -> 'target' -> 'phone_number')::text FROM tandem.sync_conflicts`))
+		})
+	}
+}
