@@ -72,28 +72,28 @@ func (r *syncRun) applyOnce(ctx context.Context, s *side, w window, writes []*wr
 		return nil, err
 	}
 	defer tx.Rollback(ctx)
-	var runID int64
+	marked := ""
+	if s.marked {
+		marked = s.Table
+	}
+	// The session's settings and the last apply recorded here, in one
+	// round trip (the settings are transaction-local).
+	var runID *int64
 	var stored []byte
-	err = tx.QueryRow(ctx, `SELECT run_id, result FROM tandem.applied WHERE sync_id = $1 AND side = $2`,
-		r.cfg.ID, s.Which.String()).Scan(&runID, &stored)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+	err = tx.QueryRow(ctx, `SELECT a.run_id, a.result FROM (SELECT set_config('tandem.origin', $3, true),
+		set_config('lock_timeout', $4, true), set_config('tandem.marked', $5, true)) c
+		LEFT JOIN tandem.applied a ON a.sync_id = $1 AND a.side = $2`,
+		r.cfg.ID, s.Which.String(), r.cfg.ID, lockTimeout, marked).Scan(&runID, &stored)
+	if err != nil {
 		var pg *pgconn.PgError
 		if errors.As(err, &pg) && pg.Code == "42P01" {
 			return nil, fmt.Errorf("tandem.applied is missing: run `tandem install %s` to upgrade capture: %w", s.Node, err)
 		}
 		return nil, fmt.Errorf("reading tandem.applied: %w", err)
 	}
-	if runID == w.RunID {
+	if runID != nil && *runID == w.RunID {
 		res := &applyResult{}
 		return res, json.Unmarshal(stored, res) // applied before a crash: do not apply again
-	}
-	marked := ""
-	if s.marked {
-		marked = s.Table
-	}
-	if _, err := tx.Exec(ctx, `SELECT set_config('tandem.origin', $1, true), set_config('lock_timeout', $2, true),
-		set_config('tandem.marked', $3, true)`, r.cfg.ID, lockTimeout, marked); err != nil {
-		return nil, err
 	}
 	if _, err := tx.Exec(ctx, "SAVEPOINT tandem_bulk"); err != nil {
 		return nil, err
@@ -109,19 +109,20 @@ func (r *syncRun) applyOnce(ctx context.Context, s *side, w window, writes []*wr
 	if err != nil {
 		return nil, err
 	}
+	// The marker goes in after the writes (see sql/node/0003_marked.sql),
+	// in the statement that records the apply: one round trip for both.
+	var doc []byte
 	if s.marked && len(res.wrote) > 0 {
-		// After the writes: see sql/node/0003_marked.sql.
-		_, err = tx.Exec(ctx, `INSERT INTO tandem.change_queue (table_name, op, new, origin) VALUES ($1, $2, $3, $4)`,
-			s.Table, opApplied, encodeJSON(marker(writes, res)), r.cfg.ID)
-		if err != nil {
-			return nil, fmt.Errorf("writing the apply's marker: %w", err)
-		}
+		doc = encodeJSON(marker(writes, res))
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO tandem.applied (sync_id, side, run_id, result) VALUES ($1, $2, $3, $4)
+	_, err = tx.Exec(ctx, `WITH marker AS (
+			INSERT INTO tandem.change_queue (table_name, op, new, origin)
+			SELECT $5, 'applied', $6::jsonb, $1 WHERE $6::jsonb IS NOT NULL)
+		INSERT INTO tandem.applied (sync_id, side, run_id, result) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (sync_id, side) DO UPDATE SET run_id = excluded.run_id, result = excluded.result, applied_at = now()`,
-		r.cfg.ID, s.Which.String(), w.RunID, encodeJSON(res))
+		r.cfg.ID, s.Which.String(), w.RunID, encodeJSON(res), s.Table, doc)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("recording the apply in tandem.applied: %w", err)
 	}
 	return res, tx.Commit(ctx)
 }

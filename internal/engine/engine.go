@@ -31,6 +31,9 @@ type Engine struct {
 
 	initMu  sync.Mutex // guards readers until init succeeds
 	readers map[string]*nodeReader
+
+	markedMu sync.Mutex
+	marked   map[string]bool // nodes known to have capture version >= markerVersion
 }
 
 // nodeReader serializes pulls of one node: several syncs share it.
@@ -114,6 +117,7 @@ type syncRun struct {
 	cfg      *config.Sync
 	src, tgt *side
 	m        *mapping.Mapping
+	mayHold  bool // the sync had open conflicts when the run began
 }
 
 func (e *Engine) newRun(s *config.Sync) (*syncRun, error) {
@@ -213,7 +217,8 @@ func (t *Result) add(r Result) {
 func (r *syncRun) run(ctx context.Context, trigger string) (res Result, more bool, err error) {
 	res.Idle = true
 	start := time.Now()
-	retry, err := r.hasOpenErrors(ctx)
+	retry, held, err := r.openWork(ctx)
+	r.mayHold = held
 	if err != nil {
 		return res, false, err
 	}
@@ -239,11 +244,15 @@ func (r *syncRun) run(ctx context.Context, trigger string) (res Result, more boo
 
 // execute does a planned window: load, resolve, apply, record.
 func (r *syncRun) execute(ctx context.Context, w window, res Result) (Result, error) {
-	if err := r.src.check(ctx); err != nil {
-		return res, err
-	}
-	if err := r.tgt.check(ctx); err != nil {
-		return res, err
+	for _, s := range r.sides() {
+		if err := s.check(ctx); err != nil {
+			return res, err
+		}
+		has, err := r.e.hasMarkers(ctx, s)
+		if err != nil {
+			return res, err
+		}
+		s.marked = has && !s.shared
 	}
 	p, ents, err := r.resolveWindow(ctx, w)
 	if err != nil {

@@ -130,13 +130,8 @@ func (r *syncRun) markHeld(ctx context.Context, ents []*entity) error {
 			tk = append(tk, e.keyText(1))
 		}
 	}
-	if len(sk)+len(tk) == 0 {
+	if len(sk)+len(tk) == 0 || !r.mayHold { // most syncs have no open conflict: no lookup per key
 		return nil
-	}
-	var open bool // most syncs have no open conflict: one index probe, not one per key
-	if err := r.e.Control.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tandem.sync_conflicts WHERE sync_id = $1 AND status = 'open')`,
-		r.cfg.ID).Scan(&open); err != nil || !open {
-		return err
 	}
 	// UNION, not OR: each arm uses its partial index of open conflicts.
 	rows, err := r.e.Control.Query(ctx, `SELECT id, source_key, target_key FROM tandem.sync_conflicts

@@ -14,16 +14,17 @@ import (
 // maxRetries bounds the open errors one run retries.
 const maxRetries = 1000
 
-// hasOpenErrors reports whether the sync has failed writes to retry: then
-// a run happens even with no new changes.
-func (r *syncRun) hasOpenErrors(ctx context.Context) (bool, error) {
-	var open bool
-	err := r.e.Control.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tandem.sync_errors
-		WHERE sync_id = $1 AND resolved_at IS NULL AND change IS NOT NULL)`, r.cfg.ID).Scan(&open)
+// openWork reports whether the sync has failed writes to retry (then a
+// run is due even with no new change) and open conflicts (then entities of
+// the window may be held). One control round trip.
+func (r *syncRun) openWork(ctx context.Context) (errors, conflicts bool, err error) {
+	err = r.e.Control.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tandem.sync_errors
+		WHERE sync_id = $1 AND resolved_at IS NULL AND change IS NOT NULL),
+		EXISTS (SELECT 1 FROM tandem.sync_conflicts WHERE sync_id = $1 AND status = 'open')`, r.cfg.ID).Scan(&errors, &conflicts)
 	if err != nil {
-		return false, fmt.Errorf("control: reading errors of sync %s: %w", r.cfg.ID, err)
+		return false, false, fmt.Errorf("control: reading errors and conflicts of sync %s: %w", r.cfg.ID, err)
 	}
-	return open, nil
+	return errors, conflicts, nil
 }
 
 // retryErrors adds the writes of open errors to the plan, unless a newer

@@ -80,17 +80,35 @@ func (s *side) check(ctx context.Context) error {
 			return fmt.Errorf("node %s: column %q of %s is mapped by the sync but does not exist (dropped?)", s.Node, c, s.Table)
 		}
 	}
-	var version int
-	if err := s.Pool.QueryRow(ctx, `SELECT version FROM tandem.capture_info`).Scan(&version); err != nil {
-		return fmt.Errorf("node %s: reading capture version (run `tandem install %s`?): %w", s.Node, s.Node, err)
-	}
-	s.marked = version >= markerVersion && !s.shared
 	return nil
 }
 
 // markerVersion is the capture version whose trigger leaves a marked
 // apply's rows to the marker.
 const markerVersion = 3
+
+// hasMarkers reports whether a node's capture leaves marked applies to
+// their marker row. Only a yes is remembered: a node upgraded while the
+// daemon runs is seen at its next run, and capture is never downgraded.
+func (e *Engine) hasMarkers(ctx context.Context, s *side) (bool, error) {
+	e.markedMu.Lock()
+	defer e.markedMu.Unlock()
+	if e.marked[s.Node] {
+		return true, nil
+	}
+	var version int
+	if err := s.Pool.QueryRow(ctx, `SELECT version FROM tandem.capture_info`).Scan(&version); err != nil {
+		return false, fmt.Errorf("node %s: reading capture version (run `tandem install %s`?): %w", s.Node, s.Node, err)
+	}
+	if version < markerVersion {
+		return false, nil
+	}
+	if e.marked == nil {
+		e.marked = map[string]bool{}
+	}
+	e.marked[s.Node] = true
+	return true, nil
+}
 
 // keyJoin is the condition that matches rows of t to the typed key in k,
 // where k is jsonb_populate_record(NULL::table, key).
