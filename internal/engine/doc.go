@@ -27,6 +27,13 @@
 // to the sync; it is recorded as a conflict of kind concurrent_apply, and
 // both sides keep the engine's value, so they converge.
 //
+// When no other sync reads the table, the apply also sets tandem.marked to
+// the table, so the node's trigger (capture version 3) records none of its
+// rows, and writes one change_queue row of op "applied" listing its writes,
+// after them, in the same transaction. loadChanges expands that marker into
+// the echoes the trigger would have captured. Row locks order a racing
+// application write before the marker exactly as before the per-row echo.
+//
 // # Resolution
 //
 // Per entity: changes to disjoint fields merge; overlapping fields whose
