@@ -503,21 +503,29 @@ func (r *syncRun) applySettlementOnce(ctx context.Context, c *Conflict, d *settl
 		}
 	}()
 	for _, to := range []mapping.Side{mapping.Target, mapping.Source} {
-		if d.update[to] == nil && !d.del[to] && d.insert[to] == nil {
-			continue
-		}
+		// Even a side this decision does not write is checked: an earlier
+		// attempt with another decision may have written it.
 		s := r.sides()[to]
 		tx, err := s.Pool.Begin(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("node %s: %w", s.Node, err)
 		}
 		txs = append(txs, tx)
-		key, err := s.settle(ctx, tx, r.cfg.ID, keys[to], d.update[to], d.del[to], d.insert[to])
+		share := settledShare{Update: d.update[to], Delete: d.del[to], Insert: d.insert[to]}
+		done, err := s.settledBefore(ctx, tx, r.cfg.ID, c.ID, &share)
 		if err != nil {
-			return nil, fmt.Errorf("node %s: writing to %s: %w", s.Node, s.Table, err)
+			return nil, fmt.Errorf("node %s: %w", s.Node, err)
 		}
-		if key != nil {
-			newKey = key
+		if !done && !share.empty() {
+			if share.Created, err = s.settle(ctx, tx, r.cfg.ID, keys[to], d.update[to], d.del[to], d.insert[to]); err != nil {
+				return nil, fmt.Errorf("node %s: writing to %s: %w", s.Node, s.Table, err)
+			}
+			if err := s.recordSettled(ctx, tx, r.cfg.ID, c.ID, &share); err != nil {
+				return nil, fmt.Errorf("node %s: %w", s.Node, err)
+			}
+		}
+		if share.Created != nil {
+			newKey = share.Created
 		}
 	}
 	for _, tx := range txs {

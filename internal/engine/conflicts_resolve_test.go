@@ -194,6 +194,24 @@ func TestResolveUpdateDeleteConflict(t *testing.T) {
 		require.Equal(t, []string{"112"}, r.rows("hubspot", "SELECT phone_number FROM hs_contacts WHERE email = 'ann@x.com'"))
 		r.idle("contacts")
 	})
+	t.Run("the nodes committed, the control database did not", func(t *testing.T) {
+		t.Parallel()
+		r, id := deleted(t)
+		// The control database refuses to record the resolution once.
+		r.ctl.Exec(t, `CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'control went away'; END $$;
+			CREATE TRIGGER refuse BEFORE UPDATE ON tandem.sync_conflicts FOR EACH ROW EXECUTE FUNCTION refuse()`)
+		require.ErrorContains(t, r.eng.ResolveConflict(ctx, id, "target", nil, "dave"), "applied to both nodes, but")
+		require.Equal(t, []string{"ann@x.com|111", "bob@x.com|200"}, r.rows("crm", "SELECT email, phone FROM contacts ORDER BY email"))
+		r.ctl.Exec(t, `DROP TRIGGER refuse ON tandem.sync_conflicts`)
+
+		require.ErrorContains(t, r.eng.ResolveConflict(ctx, id, "source", nil, "dave"), "already applied here with another decision")
+		require.NoError(t, r.eng.ResolveConflict(ctx, id, "target", nil, "dave"), "the same decision again completes it")
+		require.Equal(t, []string{"ann@x.com|111", "bob@x.com|200"}, r.rows("crm", "SELECT email, phone FROM contacts ORDER BY email"), "Ann re-created once")
+		require.Equal(t, []string{`{"id": 2}|{"id": 2}`, `{"id": 3}|{"id": 1}`},
+			r.ctlRows("SELECT source_key::text, target_key::text FROM tandem.links ORDER BY source_key"))
+		require.Equal(t, []string{"resolved|manual:target"}, r.ctlRows(`SELECT status, resolution FROM tandem.sync_conflicts WHERE id = $1`, id))
+		r.idle("contacts")
+	})
 }
 
 func TestResolveConflictThatDoesNotExist(t *testing.T) {
