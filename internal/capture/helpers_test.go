@@ -1,12 +1,8 @@
 package capture_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
-	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -124,26 +120,4 @@ func pgtestDBWith(t *testing.T, ddl string) *pgtest.DB {
 
 func tableRef(name string) config.TableRef {
 	return config.TableRef{Schema: "public", Name: name, Line: 1}
-}
-
-// safeBuffer is a bytes.Buffer safe for a logger and a test to share.
-type safeBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *safeBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *safeBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func newTestLogger(w io.Writer) *slog.Logger {
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }

@@ -56,8 +56,8 @@ func TestReaderWarnsWhenQueueIsOverLimit(t *testing.T) {
 	t.Parallel()
 	node, ctl := newNode(t), newControl(t)
 	r := newReader(t, node, ctl)
-	var logs safeBuffer
-	r.Logger = newTestLogger(&logs)
+	var logs pgtest.LogBuffer
+	r.Logger = logs.Logger()
 	r.MaxQueueRows = 5
 	ctx := context.Background()
 

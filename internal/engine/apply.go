@@ -80,10 +80,10 @@ func (r *syncRun) applyOnce(ctx context.Context, s *side, w window, writes []*wr
 	// round trip (the settings are transaction-local).
 	var runID *int64
 	var stored []byte
-	err = tx.QueryRow(ctx, `SELECT a.run_id, a.result FROM (SELECT set_config('tandem.origin', $3, true),
-		set_config('lock_timeout', $4, true), set_config('tandem.marked', $5, true)) c
+	err = tx.QueryRow(ctx, `SELECT a.run_id, a.result FROM (SELECT set_config('tandem.origin', $1, true),
+		set_config('lock_timeout', $3, true), set_config('tandem.marked', $4, true)) c
 		LEFT JOIN tandem.applied a ON a.sync_id = $1 AND a.side = $2`,
-		r.cfg.ID, s.Which.String(), r.cfg.ID, lockTimeout, marked).Scan(&runID, &stored)
+		r.cfg.ID, s.Which.String(), lockTimeout, marked).Scan(&runID, &stored)
 	if err != nil {
 		var pg *pgconn.PgError
 		if errors.As(err, &pg) && pg.Code == "42P01" {
@@ -396,9 +396,6 @@ func marker(writes []*write, res *applyResult) markerDoc {
 			m.Key = json.RawMessage(created[ref])
 		} else {
 			m.Key = encodeJSON(w.Key)
-		}
-		if w.Kind == "delete" {
-			m.Vals = nil
 		}
 		doc.Writes = append(doc.Writes, m)
 	}

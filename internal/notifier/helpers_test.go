@@ -1,11 +1,7 @@
 package notifier_test
 
 import (
-	"bytes"
 	"context"
-	"io"
-	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -95,28 +91,6 @@ func listenerPIDsVia(t *testing.T, q querier, name string) []uint32 {
 
 type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-}
-
-// safeBuffer is a bytes.Buffer safe for a logger and a test to share.
-type safeBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *safeBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *safeBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func newTestLogger(w io.Writer) *slog.Logger {
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // clusterConn connects to the cluster's maintenance database, for

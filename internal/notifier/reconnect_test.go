@@ -33,10 +33,10 @@ func terminateListener(t *testing.T, q querier, db *pgtest.DB) uint32 {
 func TestReconnectsAfterTheBackendIsTerminated(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDB(t)
-	logs := &safeBuffer{}
+	logs := &pgtest.LogBuffer{}
 	n := &notifier.Notifier{
 		Nodes:      map[string]string{"crm": db.URL},
-		Logger:     newTestLogger(logs),
+		Logger:     logs.Logger(),
 		MinBackoff: 10 * time.Millisecond,
 		MaxBackoff: 100 * time.Millisecond,
 	}
@@ -63,10 +63,10 @@ func TestReconnectsAfterTheBackendIsTerminated(t *testing.T) {
 func TestReconnectRetriesUntilTheNodeIsBack(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDB(t)
-	logs := &safeBuffer{}
+	logs := &pgtest.LogBuffer{}
 	n := &notifier.Notifier{
 		Nodes:      map[string]string{"crm": db.URL},
-		Logger:     newTestLogger(logs),
+		Logger:     logs.Logger(),
 		MinBackoff: 5 * time.Millisecond,
 		MaxBackoff: 20 * time.Millisecond,
 	}
