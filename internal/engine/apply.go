@@ -391,11 +391,9 @@ func marker(writes []*write, res *applyResult) markerDoc {
 		if w == nil {
 			continue
 		}
-		m := marked{Op: w.Kind, Vals: w.Vals}
+		m := marked{Op: w.Kind, Vals: w.Vals, Key: json.RawMessage(ref)} // an update's or delete's ref is its key
 		if w.Kind == "insert" {
 			m.Key = json.RawMessage(created[ref])
-		} else {
-			m.Key = encodeJSON(w.Key)
 		}
 		doc.Writes = append(doc.Writes, m)
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/tandem-sync/tandem/internal/mapping"
@@ -215,36 +214,26 @@ func decodeJSON(b []byte) (Values, error) {
 }
 
 // canonicalKey renders a key object the same way whatever produced it:
-// keys sorted, no insignificant space. Map keys of Go maps are sorted by
-// encoding/json.
+// compact JSON with sorted keys.
 func canonicalKey(v Values) string {
-	if len(v) == 1 { // one key column, the common case: no encoder
-		for k, x := range v {
-			if plainString(k) {
-				switch x := x.(type) {
-				case json.Number:
-					if validNumber(string(x)) {
-						return `{"` + k + `":` + string(x) + `}`
-					}
-				case string:
-					if plainString(x) {
-						return `{"` + k + `":"` + x + `"}`
-					}
-				}
-			}
-		}
-	}
-	var b strings.Builder
-	e := json.NewEncoder(&b)
-	e.SetEscapeHTML(false)
-	if err := e.Encode(v); err != nil {
-		return fmt.Sprint(v) // unreachable for decoded JSON
-	}
-	return strings.TrimSuffix(b.String(), "\n")
+	return string(appendJSON(nil, v))
 }
 
 // encodeJSON renders values for a jsonb parameter.
 func encodeJSON(v any) []byte {
+	switch x := v.(type) {
+	case []rowWrite:
+		return appendRowWrites(nil, x)
+	case markerDoc:
+		return appendMarkerDoc(nil, x)
+	case *applyResult:
+		return appendApplyResult(nil, x)
+	}
+	return appendJSON(nil, v)
+}
+
+// encodeJSONReflect renders v with encoding/json, HTML escaping off.
+func encodeJSONReflect(v any) []byte {
 	var b bytes.Buffer
 	e := json.NewEncoder(&b)
 	e.SetEscapeHTML(false)

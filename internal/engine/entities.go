@@ -65,17 +65,16 @@ func (r *syncRun) entities(ctx context.Context, nets [2][]*netChange) ([]*entity
 		side := mapping.Side(s)
 		for _, n := range nets[s] {
 			e := bySide[s][n.Key]
-			if e == nil {
-				if other, ok := links[s][n.Key]; ok {
-					e = bySide[side.Other()][canonicalKey(other)]
-				}
+			other, linked := links[s][n.Key]
+			if e == nil && linked {
+				e = bySide[side.Other()][other.text]
 			}
 			if e == nil {
 				e = &entity{}
-				e.key[s] = n.KeyVals
-				if other, ok := links[s][n.Key]; ok {
-					e.key[side.Other()], e.linked = other, true
-					bySide[side.Other()][canonicalKey(other)] = e
+				e.key[s], e.keyTxt[s] = n.KeyVals, n.Key
+				if linked {
+					e.key[side.Other()], e.keyTxt[side.Other()], e.linked = other.vals, other.text, true
+					bySide[side.Other()][other.text] = e
 				}
 				ents = append(ents, e)
 			}
@@ -86,9 +85,15 @@ func (r *syncRun) entities(ctx context.Context, nets [2][]*netChange) ([]*entity
 	return ents, r.markHeld(ctx, ents)
 }
 
+// linkedKey is a key on the other side of a link, with its canonical text.
+type linkedKey struct {
+	vals Values
+	text string
+}
+
 // loadLinks returns, per side, the linked key on the other side of each key.
-func (r *syncRun) loadLinks(ctx context.Context, keys [2][]string) ([2]map[string]Values, error) {
-	out := [2]map[string]Values{{}, {}}
+func (r *syncRun) loadLinks(ctx context.Context, keys [2][]string) ([2]map[string]linkedKey, error) {
+	out := [2]map[string]linkedKey{make(map[string]linkedKey, len(keys[0])), make(map[string]linkedKey, len(keys[1]))}
 	// UNION, not OR: each arm is an index lookup per key.
 	rows, err := r.e.Control.Query(ctx, `SELECT source_key, target_key FROM tandem.links
 		WHERE sync_id = $1 AND source_key = ANY ($2::jsonb[])
@@ -112,8 +117,8 @@ func (r *syncRun) loadLinks(ctx context.Context, keys [2][]string) ([2]map[strin
 		if err != nil {
 			return out, err
 		}
-		out[0][skText] = tk
-		out[1][tkText] = sk
+		out[0][skText] = linkedKey{tk, tkText}
+		out[1][tkText] = linkedKey{sk, skText}
 	}
 	return out, rows.Err()
 }
@@ -121,6 +126,9 @@ func (r *syncRun) loadLinks(ctx context.Context, keys [2][]string) ([2]map[strin
 // markHeld finds entities with an open conflict: their changes wait, merged
 // into the conflict, until a person resolves it.
 func (r *syncRun) markHeld(ctx context.Context, ents []*entity) error {
+	if !r.mayHold { // most syncs have no open conflict: no lookup per key
+		return nil
+	}
 	var sk, tk []string
 	for _, e := range ents {
 		if e.key[0] != nil {
@@ -130,7 +138,7 @@ func (r *syncRun) markHeld(ctx context.Context, ents []*entity) error {
 			tk = append(tk, e.keyText(1))
 		}
 	}
-	if len(sk)+len(tk) == 0 || !r.mayHold { // most syncs have no open conflict: no lookup per key
+	if len(sk)+len(tk) == 0 {
 		return nil
 	}
 	// UNION, not OR: each arm uses its partial index of open conflicts.

@@ -57,7 +57,33 @@ func checkFlat(t *testing.T, b []byte) {
 	require.NoError(t, err, "%q", b)
 	require.Equal(t, want, got, "%q", b)
 	require.Equal(t, wantText, gotText, "%q", b)
-	if len(got) == 1 { // the fast path of canonicalKey
+	if got != nil {
 		require.Equal(t, wantText, canonicalKey(got), "%q", b)
+		require.Equal(t, wantText, string(encodeJSON(got)), "%q", b)
 	}
+}
+
+// The engine's own documents render byte for byte as encoding/json renders
+// them, whatever their strings hold.
+func TestDocumentsEncodeAsEncodingJSON(t *testing.T) {
+	odd := []string{"plain", `q"uote`, `back\slash`, "new\nline", "\x01\x1f\x7f", "é", "\u2028", "\xff", "<&>", ""}
+	for _, s := range odd {
+		vals := Values{"a": s, "n": json.Number("-1.5e3"), "b": true, "z": nil, s: []any{s, json.Number("2"), Values{"x": s}}}
+		ws := []rowWrite{{Ref: s, Key: Values{"id": json.Number("1")}, Vals: vals}, {Ref: `{"id":2}`}}
+		doc := markerDoc{Writes: []marked{{Op: "update", Key: json.RawMessage(`{"id":1}`), Vals: vals}, {Op: "delete", Key: json.RawMessage(`{"id":2}`)}}}
+		res := &applyResult{Created: [][2]string{{s, `{"id":3}`}}, Failed: []applyError{{Ref: s, Reason: s}},
+			Missing: []string{s}, Done: []string{s, `{"id":1}`}, Inserted: 1, Updated: 2, Deleted: 3}
+		for _, v := range []any{vals, ws, []rowWrite(nil), doc, markerDoc{}, res, &applyResult{}, []string{s}, s} {
+			require.Equal(t, string(encodeJSONReflect(v)), string(encodeJSON(v)), "%#v", v)
+		}
+	}
+}
+
+func FuzzEncodeString(f *testing.F) {
+	for _, s := range []string{"a", `"`, "\\", "\n\t", "\x00", "é", "\xff\xfe", "\u2028<>&"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		require.Equal(t, string(encodeJSONReflect(s)), string(appendJSONString(nil, s)), "%q", s)
+	})
 }

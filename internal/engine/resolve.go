@@ -14,16 +14,17 @@ import (
 // and its keys on both sides when they are known (linked).
 type entity struct {
 	net    [2]*netChange // by mapping.Side
-	key    [2]Values     // by mapping.Side; nil when unknown
+	key    [2]Values     // by mapping.Side; nil when unknown, never changed once known
+	keyTxt [2]string     // canonical text of key, once computed
 	linked bool
 	heldBy int64 // an open manual conflict holds it
 }
 
 func (e *entity) keyText(s mapping.Side) string {
-	if e.key[s] == nil {
-		return ""
+	if e.keyTxt[s] == "" && e.key[s] != nil {
+		e.keyTxt[s] = canonicalKey(e.key[s])
 	}
-	return canonicalKey(e.key[s])
+	return e.keyTxt[s]
 }
 
 // write is one row write to one side.

@@ -92,6 +92,12 @@ func (r *syncRun) windowEnd(ctx context.Context, tx pgx.Tx, s *side, from int64)
 }
 
 // loadChanges reads one side's window from change_log, in capture order.
+//
+// The sync's own markers stand for echoes, and an echo only matters to an
+// entity the window also holds another change of (collapse drops an entity
+// whose changes are all echoes). So a marker's writes are expanded only for
+// those entities: a catch-up window of nothing but the last window's
+// echoes decodes no marker at all.
 func (r *syncRun) loadChanges(ctx context.Context, s *side, from, through int64) ([]change, error) {
 	if from == through {
 		return nil, nil
@@ -104,6 +110,12 @@ func (r *syncRun) loadChanges(ctx context.Context, s *side, from, through int64)
 	}
 	defer rows.Close()
 	var out []change
+	type pending struct {
+		at  int // its place in out
+		c   change
+		doc []byte
+	}
+	var markers []pending
 	for rows.Next() {
 		var c change
 		var keys, oldB, newB []byte
@@ -111,11 +123,8 @@ func (r *syncRun) loadChanges(ctx context.Context, s *side, from, through int64)
 			return nil, fmt.Errorf("control: reading changes of %s on node %s: %w", s.Table, s.Node, err)
 		}
 		if c.Op == opApplied {
-			if c.Origin != r.cfg.ID {
-				continue // another sync's marker: it alone reads this table
-			}
-			if out, err = appendMarked(out, c, newB); err != nil {
-				return nil, err
+			if c.Origin == r.cfg.ID { // another sync's marker is skipped: it alone reads this table
+				markers = append(markers, pending{len(out), c, newB})
 			}
 			continue
 		}
@@ -130,12 +139,28 @@ func (r *syncRun) loadChanges(ctx context.Context, s *side, from, through int64)
 		}
 		out = append(out, c)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil || len(markers) == 0 || len(out) == 0 {
+		return out, err
+	}
+	wanted := make(map[string]bool, len(out))
+	for _, c := range out {
+		wanted[c.Key] = true
+	}
+	merged := make([]change, 0, len(out))
+	next := 0
+	for _, m := range markers {
+		merged = append(merged, out[next:m.at]...)
+		next = m.at
+		if merged, err = appendMarked(merged, m.c, m.doc, wanted); err != nil {
+			return nil, err
+		}
+	}
+	return append(merged, out[next:]...), nil
 }
 
-// appendMarked appends the writes an apply's marker lists, each as the
-// echo the trigger would have captured for it.
-func appendMarked(out []change, m change, doc []byte) ([]change, error) {
+// appendMarked appends the writes an apply's marker lists to entities in
+// wanted, each as the echo the trigger would have captured for it.
+func appendMarked(out []change, m change, doc []byte, wanted map[string]bool) ([]change, error) {
 	var d markerDoc
 	dec := json.NewDecoder(bytes.NewReader(doc))
 	dec.UseNumber()
@@ -147,6 +172,9 @@ func appendMarked(out []change, m change, doc []byte) ([]change, error) {
 		key, text, err := decodeKey(w.Key)
 		if err != nil || key == nil {
 			return nil, fmt.Errorf("change_log %d: marker: key %s: %v", m.ID, w.Key, err)
+		}
+		if !wanted[text] {
+			continue
 		}
 		c.Op, c.KeyVals, c.Key, c.New = w.Op, key, text, w.Vals
 		out = append(out, c)

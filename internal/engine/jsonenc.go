@@ -1,0 +1,234 @@
+package engine
+
+import (
+	"encoding/json"
+	"slices"
+	"strconv"
+)
+
+// appendJSON appends v rendered as encoding/json renders it with HTML
+// escaping off (object keys sorted), without reflection for what decoded
+// rows and the engine's own documents hold: objects, arrays, strings,
+// numbers, booleans and null. Anything else goes through encoding/json.
+func appendJSON(b []byte, v any) []byte {
+	switch x := v.(type) {
+	case nil:
+		return append(b, "null"...)
+	case bool:
+		return strconv.AppendBool(b, x)
+	case string:
+		return appendJSONString(b, x)
+	case json.Number:
+		if validNumber(string(x)) {
+			return append(b, x...)
+		}
+	case int:
+		return strconv.AppendInt(b, int64(x), 10)
+	case int64:
+		return strconv.AppendInt(b, x, 10)
+	case map[string]any:
+		if x == nil {
+			return append(b, "null"...)
+		}
+		if len(x) == 1 { // a one-column key, the common case: nothing to sort
+			for k, v := range x {
+				b = appendJSONString(append(b, '{'), k)
+				return append(appendJSON(append(b, ':'), v), '}')
+			}
+		}
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		b = append(b, '{')
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, k)
+			b = append(b, ':')
+			b = appendJSON(b, x[k])
+		}
+		return append(b, '}')
+	case []any:
+		if x == nil {
+			return append(b, "null"...)
+		}
+		b = append(b, '[')
+		for i, e := range x {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSON(b, e)
+		}
+		return append(b, ']')
+	case []string:
+		if x == nil {
+			return append(b, "null"...)
+		}
+		b = append(b, '[')
+		for i, e := range x {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, e)
+		}
+		return append(b, ']')
+	}
+	return append(b, encodeJSONReflect(v)...)
+}
+
+// appendJSONString appends s as a JSON string. ASCII is escaped here;
+// a string with other bytes goes through encoding/json (which also mends
+// invalid UTF-8).
+func appendJSONString(b []byte, s string) []byte {
+	if plainString(s) {
+		b = append(b, '"')
+		b = append(b, s...)
+		return append(b, '"')
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return append(b, encodeJSONReflect(s)...)
+		}
+	}
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c == '\n':
+			b = append(b, '\\', 'n')
+		case c == '\r':
+			b = append(b, '\\', 'r')
+		case c == '\t':
+			b = append(b, '\\', 't')
+		case c == '\b':
+			b = append(b, '\\', 'b')
+		case c == '\f':
+			b = append(b, '\\', 'f')
+		case c < 0x20:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
+}
+
+// field appends `"name":` after a comma when the object has a field
+// already.
+func appendField(b []byte, first bool, name string) []byte {
+	if !first {
+		b = append(b, ',')
+	}
+	b = append(b, '"')
+	b = append(b, name...)
+	return append(b, '"', ':')
+}
+
+// appendRowWrites renders the rows a set-based apply statement reads, as
+// encoding/json renders []rowWrite.
+func appendRowWrites(b []byte, ws []rowWrite) []byte {
+	if ws == nil {
+		return append(b, "null"...)
+	}
+	b = append(b, '[')
+	for i, w := range ws {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '{')
+		b = appendField(b, true, "ref")
+		b = appendJSONString(b, w.Ref)
+		if len(w.Key) > 0 {
+			b = appendField(b, false, "key")
+			b = appendJSON(b, w.Key)
+		}
+		if len(w.Vals) > 0 {
+			b = appendField(b, false, "vals")
+			b = appendJSON(b, w.Vals)
+		}
+		b = append(b, '}')
+	}
+	return append(b, ']')
+}
+
+// appendMarkerDoc renders an apply's marker, as encoding/json renders
+// markerDoc.
+func appendMarkerDoc(b []byte, d markerDoc) []byte {
+	b = append(b, `{"writes":`...)
+	if d.Writes == nil {
+		return append(b, "null}"...)
+	}
+	b = append(b, '[')
+	for i, m := range d.Writes {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '{')
+		b = appendField(b, true, "op")
+		b = appendJSONString(b, m.Op)
+		b = appendField(b, false, "key")
+		if len(m.Key) == 0 {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, m.Key...)
+		}
+		if len(m.Vals) > 0 {
+			b = appendField(b, false, "vals")
+			b = appendJSON(b, m.Vals)
+		}
+		b = append(b, '}')
+	}
+	return append(b, "]}"...)
+}
+
+// appendApplyResult renders what an apply did, as encoding/json renders
+// applyResult.
+func appendApplyResult(b []byte, r *applyResult) []byte {
+	b = append(b, '{')
+	first := true
+	if len(r.Created) > 0 {
+		b = appendField(b, first, "created")
+		first = false
+		b = append(b, '[')
+		for i, c := range r.Created {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, '[')
+			b = appendJSONString(b, c[0])
+			b = append(b, ',')
+			b = appendJSONString(b, c[1])
+			b = append(b, ']')
+		}
+		b = append(b, ']')
+	}
+	if len(r.Failed) > 0 {
+		b = appendField(b, first, "failed")
+		first = false
+		b = append(b, encodeJSONReflect(r.Failed)...)
+	}
+	for _, f := range []struct {
+		name string
+		refs []string
+	}{{"missing", r.Missing}, {"done", r.Done}} {
+		if len(f.refs) > 0 {
+			b = appendField(b, first, f.name)
+			first = false
+			b = appendJSON(b, f.refs)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		n    int
+	}{{"inserted", r.Inserted}, {"updated", r.Updated}, {"deleted", r.Deleted}} {
+		b = appendField(b, first, f.name)
+		first = false
+		b = strconv.AppendInt(b, int64(f.n), 10)
+	}
+	return append(b, '}')
+}
