@@ -187,16 +187,22 @@ func (e *Engine) RunSync(ctx context.Context, id, trigger string) (Result, error
 	}
 }
 
+// pullSides pulls the sync's nodes, both at once: each has its own reader
+// and moves its changes in transactions of its own.
 func (e *Engine) pullSides(ctx context.Context, s *config.Sync) error {
-	for _, node := range []string{s.Source.Node, s.Target.Node} {
+	pull := func(node string) error {
 		if _, err := e.Pull(ctx, node); err != nil {
 			return fmt.Errorf("sync %s: pulling changes: %w", s.ID, err)
 		}
-		if s.Source.Node == s.Target.Node {
-			break
-		}
+		return nil
 	}
-	return nil
+	if s.Source.Node == s.Target.Node {
+		return pull(s.Source.Node)
+	}
+	other := make(chan error, 1)
+	go func() { other <- pull(s.Target.Node) }()
+	err := pull(s.Source.Node)
+	return errors.Join(err, <-other)
 }
 
 func (t *Result) add(r Result) {
@@ -244,10 +250,13 @@ func (r *syncRun) run(ctx context.Context, trigger string) (res Result, more boo
 
 // execute does a planned window: load, resolve, apply, record.
 func (r *syncRun) execute(ctx context.Context, w window, res Result) (Result, error) {
+	// The sides are on different nodes (or the same one): check both at once.
+	checked := make(chan error, 1)
+	go func() { checked <- r.src.check(ctx) }()
+	if err := errors.Join(r.tgt.check(ctx), <-checked); err != nil {
+		return res, err
+	}
 	for _, s := range r.sides() {
-		if err := s.check(ctx); err != nil {
-			return res, err
-		}
 		has, err := r.e.hasMarkers(ctx, s)
 		if err != nil {
 			return res, err

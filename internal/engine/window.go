@@ -31,13 +31,19 @@ func (w window) empty() bool {
 func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (window, error) {
 	var w window
 	err := pgx.BeginFunc(ctx, r.e.Control, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO tandem.sync_state (sync_id) VALUES ($1) ON CONFLICT DO NOTHING`, r.cfg.ID); err != nil {
-			return err
-		}
 		var pending, ps, pt *int64
-		err := tx.QueryRow(ctx, `SELECT source_through, target_through, pending_run, pending_source_through, pending_target_through
-			FROM tandem.sync_state WHERE sync_id = $1 FOR UPDATE`, r.cfg.ID).
-			Scan(&w.SourceFrom, &w.TargetFrom, &pending, &ps, &pt)
+		lock := func() error {
+			return tx.QueryRow(ctx, `SELECT source_through, target_through, pending_run, pending_source_through, pending_target_through
+				FROM tandem.sync_state WHERE sync_id = $1 FOR UPDATE`, r.cfg.ID).
+				Scan(&w.SourceFrom, &w.TargetFrom, &pending, &ps, &pt)
+		}
+		err := lock()
+		if errors.Is(err, pgx.ErrNoRows) { // the sync's first run
+			if _, err := tx.Exec(ctx, `INSERT INTO tandem.sync_state (sync_id) VALUES ($1) ON CONFLICT DO NOTHING`, r.cfg.ID); err != nil {
+				return err
+			}
+			err = lock()
+		}
 		if err != nil {
 			return err
 		}
@@ -45,26 +51,19 @@ func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (w
 			w.RunID, w.SourceThrough, w.TargetThrough, w.Redo = *pending, *ps, *pt, true
 			return nil
 		}
-		if w.SourceThrough, err = r.windowEnd(ctx, tx, r.src, w.SourceFrom); err != nil {
-			return err
-		}
-		if w.TargetThrough, err = r.windowEnd(ctx, tx, r.tgt, w.TargetFrom); err != nil {
+		if w.SourceThrough, w.TargetThrough, err = r.windowEnds(ctx, tx, w.SourceFrom, w.TargetFrom); err != nil {
 			return err
 		}
 		if w.empty() && !retry {
 			_, err := tx.Exec(ctx, `UPDATE tandem.sync_state SET checked_at = now() WHERE sync_id = $1`, r.cfg.ID)
 			return err
 		}
-		err = tx.QueryRow(ctx, `INSERT INTO tandem.sync_runs (sync_id, trigger, source_from, source_through, target_from, target_through)
-			VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`,
+		return tx.QueryRow(ctx, `WITH run AS (
+				INSERT INTO tandem.sync_runs (sync_id, trigger, source_from, source_through, target_from, target_through)
+				VALUES ($1, $2, $3, $4, $5, $6) RETURNING id)
+			UPDATE tandem.sync_state SET pending_run = run.id, pending_source_through = $4,
+				pending_target_through = $6, checked_at = now() FROM run WHERE sync_id = $1 RETURNING run.id`,
 			r.cfg.ID, trigger, w.SourceFrom, w.SourceThrough, w.TargetFrom, w.TargetThrough).Scan(&w.RunID)
-		if err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, `UPDATE tandem.sync_state SET pending_run = $2, pending_source_through = $3,
-			pending_target_through = $4, checked_at = now() WHERE sync_id = $1`,
-			r.cfg.ID, w.RunID, w.SourceThrough, w.TargetThrough)
-		return err
 	})
 	if err != nil {
 		return w, fmt.Errorf("control: planning run of sync %s: %w", r.cfg.ID, err)
@@ -72,23 +71,21 @@ func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (w
 	return w, nil
 }
 
-// windowEnd is the id after which the side's next window stops: at most
-// limit changes after from, but never before the last of the sync's own
-// applies on that side. An application write that one of those applies
+// windowEnds returns the ids after which each side's next window stops: at
+// most limit changes after from, but never before the last of the sync's
+// own applies on that side. An application write that one of those applies
 // overwrote must be in the same window as the apply, or it would be sent to
 // the other side after the apply had replaced it here.
-func (r *syncRun) windowEnd(ctx context.Context, tx pgx.Tx, s *side, from int64) (int64, error) {
-	var end *int64
-	err := tx.QueryRow(ctx, `SELECT greatest(
+func (r *syncRun) windowEnds(ctx context.Context, tx pgx.Tx, sourceFrom, targetFrom int64) (source, target int64, err error) {
+	const end = `coalesce(greatest(
 		(SELECT max(id) FROM (SELECT id FROM tandem.change_log
-		  WHERE id > $3 AND node = $1 AND table_name = $2 ORDER BY id LIMIT $4) w),
+		  WHERE id > $%[3]d AND node = $%[1]d AND table_name = $%[2]d ORDER BY id LIMIT $7) w),
 		(SELECT max(id) FROM tandem.change_log
-		  WHERE node = $1 AND table_name = $2 AND origin = $5 AND id > $3))`,
-		s.Node, s.Table, from, r.e.windowSize(), r.cfg.ID).Scan(&end)
-	if err != nil || end == nil {
-		return from, err
-	}
-	return *end, nil
+		  WHERE node = $%[1]d AND table_name = $%[2]d AND origin = $8 AND id > $%[3]d)), $%[3]d)`
+	err = tx.QueryRow(ctx, "SELECT "+fmt.Sprintf(end, 1, 2, 3)+", "+fmt.Sprintf(end, 4, 5, 6),
+		r.src.Node, r.src.Table, sourceFrom, r.tgt.Node, r.tgt.Table, targetFrom, r.e.windowSize(), r.cfg.ID).
+		Scan(&source, &target)
+	return source, target, err
 }
 
 // loadChanges reads one side's window from change_log, in capture order.
