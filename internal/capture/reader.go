@@ -71,6 +71,20 @@ func (r *Reader) Pull(ctx context.Context) (PullResult, error) {
 		}
 		r.registered = true
 	}
+	// A pull cut off (its context cancelled) may still commit a batch after
+	// it returned: its COMMIT was on its way. This pull then finds the
+	// cursor moved, and starts again from where that batch left it.
+	for attempt := 1; ; attempt++ {
+		res, err := r.pull(ctx)
+		if !errors.Is(err, ErrCursorMoved) || attempt == 3 {
+			return res, err
+		}
+		r.logger().Warn("cursor moved while pulling; pulling again", "node", r.Node, "attempt", attempt)
+	}
+}
+
+func (r *Reader) pull(ctx context.Context) (PullResult, error) {
+	var res PullResult
 	// Arm NOTIFY before reading: a change committed after this point
 	// notifies; one committed before it is visible to the read below.
 	if _, err := r.NodeDB.Exec(ctx, "SELECT setval('tandem.notify_seq', 1, false)"); err != nil {

@@ -57,6 +57,10 @@ func runRun(ctx context.Context, cfgPath string, args []string, env Env) error {
 			failed = append(failed, err)
 			continue
 		}
+		if res.Busy {
+			fmt.Fprintf(env.Stdout, "sync %s: skipped: another tandem process is running it\n", id)
+			continue
+		}
 		fmt.Fprintf(env.Stdout, "sync %s: %d synced (%d created, %d updated, %d deleted), %d conflicts, %d errors\n",
 			id, res.Synced(), res.Created, res.Updated, res.Deleted, res.Conflicts, res.Errors)
 	}

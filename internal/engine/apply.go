@@ -76,14 +76,28 @@ func (r *syncRun) applyOnce(ctx context.Context, s *side, w window, writes []*wr
 	if s.marked {
 		marked = s.Table
 	}
-	// The session's settings and the last apply recorded here, in one
-	// round trip (the settings are transaction-local).
+	// The session's settings, then the last apply recorded here, in one
+	// round trip (the settings are transaction-local). The first statement
+	// also takes the sync's apply lock on this node, so the second reads
+	// tandem.applied with a snapshot taken after it: an earlier attempt
+	// whose client was cut off but whose COMMIT is still on its way to the
+	// server finishes (and is seen) or aborts before this one goes on, and
+	// nothing is applied twice.
 	var runID *int64
 	var stored []byte
-	err = tx.QueryRow(ctx, `SELECT a.run_id, a.result FROM (SELECT set_config('tandem.origin', $1, true),
-		set_config('lock_timeout', $3, true), set_config('tandem.marked', $4, true)) c
-		LEFT JOIN tandem.applied a ON a.sync_id = $1 AND a.side = $2`,
-		r.cfg.ID, s.Which.String(), lockTimeout, marked).Scan(&runID, &stored)
+	b := &pgx.Batch{}
+	b.Queue(`SELECT set_config('tandem.origin', $1, true), set_config('lock_timeout', $3, true),
+		set_config('tandem.marked', $4, true), pg_advisory_xact_lock(hashtext('tandem.apply'), hashtext($1 || '/' || $2))`,
+		r.cfg.ID, s.Which.String(), lockTimeout, marked)
+	b.Queue(`SELECT run_id, result FROM tandem.applied WHERE sync_id = $1 AND side = $2`, r.cfg.ID, s.Which.String()).
+		QueryRow(func(row pgx.Row) error {
+			err := row.Scan(&runID, &stored)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil
+			}
+			return err
+		})
+	err = tx.SendBatch(ctx, b).Close()
 	if err != nil {
 		var pg *pgconn.PgError
 		if errors.As(err, &pg) && pg.Code == "42P01" {

@@ -81,8 +81,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 					return nil
 				}
 				if w.Nodes[s.Source.Node] || w.Nodes[s.Target.Node] {
-					d.runOne(runCtx, s.ID, "notify")
 					due[s.ID] = time.Now().Add(s.Interval)
+					if d.runOne(runCtx, s.ID, "notify") {
+						due[s.ID] = time.Now().Add(busyRetry) // the notified changes must not wait a whole interval
+					}
 				}
 			}
 		case <-timer.C:
@@ -90,10 +92,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 }
 
-func (d *Daemon) runOne(ctx context.Context, id, trigger string) {
-	if _, err := d.Engine.RunSync(ctx, id, trigger); err != nil {
+// busyRetry is how soon a sync that another session held is tried again.
+const busyRetry = 250 * time.Millisecond
+
+// runOne runs a sync once and reports whether another session held it.
+func (d *Daemon) runOne(ctx context.Context, id, trigger string) (busy bool) {
+	res, err := d.Engine.RunSync(ctx, id, trigger)
+	if err != nil {
 		d.Engine.logger().Error("sync failed", "sync", id, "err", err)
 	}
+	return res.Busy
 }
 
 // selected returns the syncs to run, failing on an unknown id.

@@ -52,6 +52,10 @@ type Result struct {
 	Errors    int
 	Held      int // entities a manual conflict holds
 	Idle      bool
+	// Busy: another session held the sync (another tandem process, or the
+	// session of a run cut off here that the server has not ended yet), so
+	// this call did nothing. Its changes wait for the next run.
+	Busy bool
 }
 
 // Synced is created + updated + deleted.
@@ -163,6 +167,7 @@ func (e *Engine) RunSync(ctx context.Context, id, trigger string) (Result, error
 	release, err := e.lockSync(ctx, id, 0)
 	if errors.Is(err, ErrBusy) {
 		e.logger().Debug("sync is running elsewhere", "sync", id)
+		total.Busy = true
 		return total, nil
 	}
 	if err != nil {
