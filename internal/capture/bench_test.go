@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -26,13 +25,6 @@ import (
 // rounds, alternating the variants it compares so they share the machine's
 // noise, and reports medians. Variables: BENCH_SECONDS (per pgbench run,
 // default 5), BENCH_ROUNDS (default 3).
-
-func benchEnvInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
-		return v
-	}
-	return def
-}
 
 const (
 	singleRowScript = `\set aid random(1, 100000 * :scale)
@@ -96,20 +88,11 @@ func (n *benchNode) exec(b *testing.B, sql string) {
 	require.NoError(b, err)
 }
 
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 // compareTPS alternates the variants for the configured rounds and returns
 // each variant's median tps. Between runs the captured queue is emptied, as
 // a running daemon would keep it.
 func compareTPS(b *testing.B, script string, clients int, variants map[string]*benchNode, order []string) map[string]float64 {
-	rounds, seconds := benchEnvInt("BENCH_ROUNDS", 3), benchEnvInt("BENCH_SECONDS", 5)
+	rounds, seconds := pgtest.EnvInt("BENCH_ROUNDS", 3), pgtest.EnvInt("BENCH_SECONDS", 5)
 	runs := map[string][]float64{}
 	for r := range rounds {
 		for _, v := range order {
@@ -125,7 +108,7 @@ func compareTPS(b *testing.B, script string, clients int, variants map[string]*b
 	}
 	med := map[string]float64{}
 	for v, xs := range runs {
-		med[v] = median(xs)
+		med[v] = pgtest.Median(xs)
 	}
 	return med
 }
@@ -283,7 +266,7 @@ func BenchmarkQueueToChangeLog(b *testing.B) {
 		require.NoError(b, err)
 
 		var rates []float64
-		for round := range benchEnvInt("BENCH_ROUNDS", 3) {
+		for round := range pgtest.EnvInt("BENCH_ROUNDS", 3) {
 			node.exec(b, fmt.Sprintf("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= %d", rows/2))
 			node.exec(b, fmt.Sprintf("UPDATE pgbench_accounts SET filler = 'round %d' WHERE aid <= %d", round, rows/2))
 			start := time.Now()
@@ -295,7 +278,7 @@ func BenchmarkQueueToChangeLog(b *testing.B) {
 			rates = append(rates, rate)
 			b.Logf("round %d: %d rows in %s (%d batches, pruned %d): %.0f rows/s", round+1, res.Rows, el.Round(time.Millisecond), res.Batches, res.Pruned, rate)
 		}
-		b.ReportMetric(median(rates), "rows/s")
+		b.ReportMetric(pgtest.Median(rates), "rows/s")
 		ctlPool.Close()
 	}
 }

@@ -47,22 +47,6 @@ import (
 // the rows under phase=seed): with -cpuprofile, `go tool pprof
 // -tagfocus=phase=timed` leaves setup out.
 
-func benchInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
-		return v
-	}
-	return def
-}
-
-func benchMedian(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 // percentile is the nearest-rank percentile p (0-100) of xs.
 func percentile(xs []float64, p float64) float64 {
 	s := slices.Clone(xs)
@@ -136,7 +120,7 @@ func newBenchRig(b *testing.B) *benchRig {
 		require.NoError(b, conn.Close(ctx))
 	}
 	r.eng = &engine.Engine{Config: cfg, Control: r.ctl, Nodes: map[string]*pgxpool.Pool{"crm": r.crm, "hubspot": r.hub},
-		Logger: benchLogger(), Window: benchInt("BENCH_WINDOW", engine.DefaultWindow)}
+		Logger: benchLogger(), Window: pgtest.EnvInt("BENCH_WINDOW", engine.DefaultWindow)}
 	return r
 }
 
@@ -351,7 +335,7 @@ func (r *benchRig) serverCPU() time.Duration {
 // p99 < 50ms. run_only: the same changes, each synced by calling RunSync
 // with no daemon, timing the run.
 func BenchmarkLatency(b *testing.B) {
-	rows := benchInt("BENCH_LATENCY_ROWS", 10000)
+	rows := pgtest.EnvInt("BENCH_LATENCY_ROWS", 10000)
 	r := newBenchRig(b)
 	r.seed(b, rows)
 	wcfg, err := pgxpool.ParseConfig(r.urls["CRM"])
@@ -370,15 +354,15 @@ func BenchmarkLatency(b *testing.B) {
 				stop := r.startDaemon(b, v.debounce)
 				r.latencies(b, writer, rows, 10, &seq) // warm up: the daemon's first run, caches
 				var p50s, p99s []float64
-				for round := range benchInt("BENCH_ROUNDS", 3) {
-					lat := r.latencies(b, writer, rows, benchInt("BENCH_LATENCY_UPDATES", 200), &seq)
+				for round := range pgtest.EnvInt("BENCH_ROUNDS", 3) {
+					lat := r.latencies(b, writer, rows, pgtest.EnvInt("BENCH_LATENCY_UPDATES", 200), &seq)
 					p50s, p99s = append(p50s, percentile(lat, 50)), append(p99s, percentile(lat, 99))
 					b.Logf("round %d: %d updates: p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms",
 						round+1, len(lat), percentile(lat, 50), percentile(lat, 90), percentile(lat, 99), percentile(lat, 100))
 				}
 				stop()
-				b.ReportMetric(benchMedian(p50s), "p50_ms")
-				b.ReportMetric(benchMedian(p99s), "p99_ms")
+				b.ReportMetric(pgtest.Median(p50s), "p50_ms")
+				b.ReportMetric(pgtest.Median(p99s), "p99_ms")
 			}
 		})
 	}
@@ -388,15 +372,15 @@ func BenchmarkLatency(b *testing.B) {
 	b.Run("run_only", func(b *testing.B) {
 		for range b.N {
 			var p50s, p99s, echo50s []float64
-			for round := range benchInt("BENCH_ROUNDS", 3) {
-				runs, echoes := r.runLatencies(b, writer, rows, benchInt("BENCH_LATENCY_UPDATES", 200), &seq)
+			for round := range pgtest.EnvInt("BENCH_ROUNDS", 3) {
+				runs, echoes := r.runLatencies(b, writer, rows, pgtest.EnvInt("BENCH_LATENCY_UPDATES", 200), &seq)
 				p50s, p99s, echo50s = append(p50s, percentile(runs, 50)), append(p99s, percentile(runs, 99)), append(echo50s, percentile(echoes, 50))
 				b.Logf("round %d: run of one change: p50 %.2f ms, p99 %.2f ms; run of its echo: p50 %.2f ms, p99 %.2f ms",
 					round+1, percentile(runs, 50), percentile(runs, 99), percentile(echoes, 50), percentile(echoes, 99))
 			}
-			b.ReportMetric(benchMedian(p50s), "p50_ms")
-			b.ReportMetric(benchMedian(p99s), "p99_ms")
-			b.ReportMetric(benchMedian(echo50s), "echo_p50_ms")
+			b.ReportMetric(pgtest.Median(p50s), "p50_ms")
+			b.ReportMetric(pgtest.Median(p99s), "p99_ms")
+			b.ReportMetric(pgtest.Median(echo50s), "echo_p50_ms")
 		}
 	})
 }
@@ -486,7 +470,7 @@ type load func(b *testing.B, r *benchRig, rows int, tag string)
 
 // singleRowUpdates: BENCH_TX_ROWS (1,000) single-row updates per transaction.
 func singleRowUpdates(b *testing.B, r *benchRig, rows int, tag string) {
-	per := benchInt("BENCH_TX_ROWS", 1000)
+	per := pgtest.EnvInt("BENCH_TX_ROWS", 1000)
 	for lo := 1; lo <= rows; lo += per {
 		r.exec(b, r.crm, "SELECT bench_touch($1, $2, $3)", lo, min(lo+per-1, rows), tag)
 	}
@@ -515,12 +499,12 @@ func BenchmarkBulkUpdate(b *testing.B) { benchCatchUp(b, bulkUpdate, false) }
 func BenchmarkCatchUpBothSides(b *testing.B) { benchCatchUp(b, singleRowUpdates, true) }
 
 func benchCatchUp(b *testing.B, mk load, hubWrites bool) {
-	rows := benchInt("BENCH_ROWS", 100000)
+	rows := pgtest.EnvInt("BENCH_ROWS", 100000)
 	for range b.N {
 		r := newBenchRig(b)
 		r.seed(b, rows)
 		var visible, idle, writes []float64
-		for round := range benchInt("BENCH_ROUNDS", 3) {
+		for round := range pgtest.EnvInt("BENCH_ROUNDS", 3) {
 			tag := fmt.Sprintf("r%d-", round+1)
 			start := time.Now()
 			mk(b, r, rows, tag)
@@ -538,10 +522,10 @@ func benchCatchUp(b *testing.B, mk load, hubWrites bool) {
 				round+1, made.Round(time.Millisecond), c.visible.Round(time.Millisecond), visible[round], c.cost.wall.Round(time.Millisecond),
 				c.cost, c.runs, c.res.Updated, c.res.Conflicts, c.res.Errors, c.writes)
 		}
-		b.ReportMetric(benchMedian(visible), "rows/s")
-		b.ReportMetric(benchMedian(idle), "rows/s_idle")
+		b.ReportMetric(pgtest.Median(visible), "rows/s")
+		b.ReportMetric(pgtest.Median(idle), "rows/s_idle")
 		if hubWrites {
-			b.ReportMetric(benchMedian(writes), "hub_writes/s")
+			b.ReportMetric(pgtest.Median(writes), "hub_writes/s")
 		}
 	}
 }
@@ -642,8 +626,8 @@ func appWriter(ctx context.Context, conn *pgx.Conn, rows int, tag string) int64 
 // the peak HeapInuse, vmhwm_MB the peak RSS of the whole test binary
 // during the sync (pgx pools and the benchmark included).
 func BenchmarkBacklogMemory(b *testing.B) {
-	rows := benchInt("BENCH_ROWS", 100000)
-	updates := max(1, benchInt("BENCH_BACKLOG", 1000000)/rows)
+	rows := pgtest.EnvInt("BENCH_ROWS", 100000)
+	updates := max(1, pgtest.EnvInt("BENCH_BACKLOG", 1000000)/rows)
 	for range b.N {
 		r := newBenchRig(b)
 		r.seed(b, rows)

@@ -52,31 +52,27 @@ func appendJSON(b []byte, v any) []byte {
 		}
 		return append(b, '}')
 	case []any:
-		if x == nil {
-			return append(b, "null"...)
-		}
-		b = append(b, '[')
-		for i, e := range x {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendJSON(b, e)
-		}
-		return append(b, ']')
+		return appendArray(b, x, appendJSON)
 	case []string:
-		if x == nil {
-			return append(b, "null"...)
-		}
-		b = append(b, '[')
-		for i, e := range x {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendJSONString(b, e)
-		}
-		return append(b, ']')
+		return appendArray(b, x, appendJSONString)
 	}
 	return append(b, encodeJSONReflect(v)...)
+}
+
+// appendArray appends xs as a JSON array (null when nil), each element
+// rendered by elem.
+func appendArray[T any](b []byte, xs []T, elem func([]byte, T) []byte) []byte {
+	if xs == nil {
+		return append(b, "null"...)
+	}
+	b = append(b, '[')
+	for i, x := range xs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = elem(b, x)
+	}
+	return append(b, ']')
 }
 
 // appendJSONString appends s as a JSON string. ASCII is escaped here;
@@ -132,58 +128,35 @@ func appendField(b []byte, first bool, name string) []byte {
 // appendRowWrites renders the rows a set-based apply statement reads, as
 // encoding/json renders []rowWrite.
 func appendRowWrites(b []byte, ws []rowWrite) []byte {
-	if ws == nil {
-		return append(b, "null"...)
-	}
-	b = append(b, '[')
-	for i, w := range ws {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, '{')
-		b = appendField(b, true, "ref")
-		b = appendJSONString(b, w.Ref)
-		if len(w.Key) > 0 {
-			b = appendField(b, false, "key")
-			b = appendJSON(b, w.Key)
-		}
-		if len(w.Vals) > 0 {
-			b = appendField(b, false, "vals")
-			b = appendJSON(b, w.Vals)
-		}
-		b = append(b, '}')
-	}
-	return append(b, ']')
+	return appendArray(b, ws, func(b []byte, w rowWrite) []byte {
+		b = appendJSONString(appendField(append(b, '{'), true, "ref"), w.Ref)
+		b = appendValuesField(b, "key", w.Key)
+		return append(appendValuesField(b, "vals", w.Vals), '}')
+	})
 }
 
 // appendMarkerDoc renders an apply's marker, as encoding/json renders
 // markerDoc.
 func appendMarkerDoc(b []byte, d markerDoc) []byte {
-	b = append(b, `{"writes":`...)
-	if d.Writes == nil {
-		return append(b, "null}"...)
-	}
-	b = append(b, '[')
-	for i, m := range d.Writes {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, '{')
-		b = appendField(b, true, "op")
-		b = appendJSONString(b, m.Op)
+	b = appendArray(append(b, `{"writes":`...), d.Writes, func(b []byte, m marked) []byte {
+		b = appendJSONString(appendField(append(b, '{'), true, "op"), m.Op)
 		b = appendField(b, false, "key")
 		if len(m.Key) == 0 {
 			b = append(b, "null"...)
 		} else {
 			b = append(b, m.Key...)
 		}
-		if len(m.Vals) > 0 {
-			b = appendField(b, false, "vals")
-			b = appendJSON(b, m.Vals)
-		}
-		b = append(b, '}')
+		return append(appendValuesField(b, "vals", m.Vals), '}')
+	})
+	return append(b, '}')
+}
+
+// appendValuesField appends `,"name":{...}` unless v is empty (omitempty).
+func appendValuesField(b []byte, name string, v Values) []byte {
+	if len(v) == 0 {
+		return b
 	}
-	return append(b, "]}"...)
+	return appendJSON(appendField(b, false, name), v)
 }
 
 // appendApplyResult renders what an apply did, as encoding/json renders
@@ -194,18 +167,9 @@ func appendApplyResult(b []byte, r *applyResult) []byte {
 	if len(r.Created) > 0 {
 		b = appendField(b, first, "created")
 		first = false
-		b = append(b, '[')
-		for i, c := range r.Created {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = append(b, '[')
-			b = appendJSONString(b, c[0])
-			b = append(b, ',')
-			b = appendJSONString(b, c[1])
-			b = append(b, ']')
-		}
-		b = append(b, ']')
+		b = appendArray(b, r.Created, func(b []byte, c [2]string) []byte {
+			return appendArray(b, c[:], appendJSONString)
+		})
 	}
 	if len(r.Failed) > 0 {
 		b = appendField(b, first, "failed")
