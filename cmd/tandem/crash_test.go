@@ -125,31 +125,35 @@ func TestKill9AtRandomPoints(t *testing.T) {
 	var created atomic.Int64
 	write := func(db *pgtest.DB, side string) {
 		defer wg.Done()
+		// Statements run under wctx, not ctx: a statement cut off by stop()
+		// may still commit on the server after the writer returned, behind
+		// the final runs. Once wg.Wait returns, every write has committed.
+		wctx := context.Background()
 		for i := 0; ctx.Err() == nil; i++ {
 			var err error
 			switch rand.IntN(4) {
 			case 0, 1:
 				n := created.Add(1)
 				if side == "crm" {
-					_, err = db.Pool.Exec(ctx, `INSERT INTO contacts (full_name, email, phone) VALUES ($1, $2, $3)`,
+					_, err = db.Pool.Exec(wctx, `INSERT INTO contacts (full_name, email, phone) VALUES ($1, $2, $3)`,
 						fmt.Sprintf("Crm Person%d", n), fmt.Sprintf("c%d@x", n), fmt.Sprint(i))
 				} else {
-					_, err = db.Pool.Exec(ctx, `INSERT INTO hs_contacts (firstname, lastname, email) VALUES ('Hub', $1, $2)`,
+					_, err = db.Pool.Exec(wctx, `INSERT INTO hs_contacts (firstname, lastname, email) VALUES ('Hub', $1, $2)`,
 						fmt.Sprintf("Person%d", n), fmt.Sprintf("h%d@x", n))
 				}
 			case 2:
 				if side == "crm" {
-					_, err = db.Pool.Exec(ctx, `UPDATE contacts SET phone = $1 WHERE id = (SELECT id FROM contacts ORDER BY random() LIMIT 1)`, fmt.Sprint(i))
+					_, err = db.Pool.Exec(wctx, `UPDATE contacts SET phone = $1 WHERE id = (SELECT id FROM contacts ORDER BY random() LIMIT 1)`, fmt.Sprint(i))
 				} else {
-					_, err = db.Pool.Exec(ctx, `UPDATE hs_contacts SET phone_number = $1 WHERE id = (SELECT id FROM hs_contacts ORDER BY random() LIMIT 1)`, "h"+fmt.Sprint(i))
+					_, err = db.Pool.Exec(wctx, `UPDATE hs_contacts SET phone_number = $1 WHERE id = (SELECT id FROM hs_contacts ORDER BY random() LIMIT 1)`, "h"+fmt.Sprint(i))
 				}
 			case 3:
 				if i%5 == 0 {
 					table := map[string]string{"crm": "contacts", "hubspot": "hs_contacts"}[side]
-					_, err = db.Pool.Exec(ctx, fmt.Sprintf(`DELETE FROM %s WHERE id = (SELECT id FROM %s ORDER BY random() LIMIT 1)`, table, table))
+					_, err = db.Pool.Exec(wctx, fmt.Sprintf(`DELETE FROM %s WHERE id = (SELECT id FROM %s ORDER BY random() LIMIT 1)`, table, table))
 				}
 			}
-			if err != nil && ctx.Err() == nil {
+			if err != nil {
 				t.Errorf("%s writer: %v", side, err)
 				return
 			}

@@ -36,6 +36,13 @@ type applyError struct {
 	Constraint string `json:"constraint,omitempty"`
 }
 
+// applyLock takes a sync's apply lock on one side's node ($1 the sync, $2
+// the side) until the transaction ends. Whatever writes that side for the
+// sync (a run's apply, a conflict's settlement) takes it before reading
+// tandem.applied in a later statement: an earlier attempt cut off while its
+// COMMIT was on its way is then seen, or has aborted.
+const applyLock = `pg_advisory_xact_lock(hashtext('tandem.apply'), hashtext($1 || '/' || $2))`
+
 // lockTimeout bounds how long an apply waits for an application's row
 // lock before backing off and retrying.
 const lockTimeout = "2s"
@@ -87,7 +94,7 @@ func (r *syncRun) applyOnce(ctx context.Context, s *side, w window, writes []*wr
 	var stored []byte
 	b := &pgx.Batch{}
 	b.Queue(`SELECT set_config('tandem.origin', $1, true), set_config('lock_timeout', $3, true),
-		set_config('tandem.marked', $4, true), pg_advisory_xact_lock(hashtext('tandem.apply'), hashtext($1 || '/' || $2))`,
+		set_config('tandem.marked', $4, true), `+applyLock,
 		r.cfg.ID, s.Which.String(), lockTimeout, marked)
 	b.Queue(`SELECT run_id, result FROM tandem.applied WHERE sync_id = $1 AND side = $2`, r.cfg.ID, s.Which.String()).
 		QueryRow(func(row pgx.Row) error {

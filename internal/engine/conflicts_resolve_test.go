@@ -2,8 +2,10 @@ package engine_test
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -192,6 +194,39 @@ func TestResolveUpdateDeleteConflict(t *testing.T) {
 		r.exec("crm", `UPDATE contacts SET phone = '112' WHERE email = 'ann@x.com'`)
 		require.Equal(t, 1, r.run("contacts").Updated)
 		require.Equal(t, []string{"112"}, r.rows("hubspot", "SELECT phone_number FROM hs_contacts WHERE email = 'ann@x.com'"))
+		r.idle("contacts")
+	})
+	t.Run("an earlier attempt still committing", func(t *testing.T) {
+		t.Parallel()
+		r, id := deleted(t)
+		// The earlier attempt, cut off while its COMMIT was on the way: it
+		// holds the sync's apply lock on crm, re-creates Ann there and
+		// records its share, then commits while the new attempt waits.
+		ghost, err := r.nodes["crm"].Pool.Begin(ctx)
+		require.NoError(t, err)
+		defer ghost.Rollback(ctx)
+		_, err = ghost.Exec(ctx, `SELECT set_config('tandem.origin', 'contacts', true),
+			pg_advisory_xact_lock(hashtext('tandem.apply'), hashtext('contacts/source'))`)
+		require.NoError(t, err)
+		done := make(chan error, 1)
+		go func() { done <- r.eng.ResolveConflict(ctx, id, "target", nil, "dave") }()
+		require.Eventually(t, func() bool {
+			return r.nodeInt("crm", `SELECT count(*) FROM pg_stat_activity
+				WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory'`) == 1
+		}, 10*time.Second, 5*time.Millisecond, "the settlement never waited for the earlier attempt")
+		var annID int
+		require.NoError(t, ghost.QueryRow(ctx, `INSERT INTO contacts (full_name, email, phone)
+			VALUES ('Ann Lee', 'ann@x.com', '111') RETURNING id`).Scan(&annID))
+		_, err = ghost.Exec(ctx, `INSERT INTO tandem.applied (sync_id, side, run_id, result) VALUES ($1, 'source', $2, $3)`,
+			fmt.Sprintf("contacts#conflict:%d", id), id,
+			fmt.Sprintf(`{"insert": {"email": "ann@x.com", "full_name": "Ann Lee", "phone": "111"}, "created": {"id": %d}}`, annID))
+		require.NoError(t, err)
+		require.NoError(t, ghost.Commit(ctx))
+
+		require.NoError(t, <-done)
+		require.Equal(t, []string{"ann@x.com|111", "bob@x.com|200"}, r.rows("crm", "SELECT email, phone FROM contacts ORDER BY email"), "Ann re-created once")
+		require.Equal(t, []string{`{"id": 2}|{"id": 2}`, fmt.Sprintf(`{"id": %d}|{"id": 1}`, annID)},
+			r.ctlRows("SELECT source_key::text, target_key::text FROM tandem.links ORDER BY source_key"))
 		r.idle("contacts")
 	})
 	t.Run("the nodes committed, the control database did not", func(t *testing.T) {

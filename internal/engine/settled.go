@@ -28,11 +28,17 @@ func settledID(syncID string, conflict int64) string {
 	return fmt.Sprintf("%s#conflict:%d", syncID, conflict)
 }
 
-// settledBefore reports whether this node already committed its share of
-// the conflict's settlement (filling in the key it created). A share
-// committed with a different decision is an error: the nodes would
-// disagree.
+// settledBefore takes the sync's apply lock on this node and reports
+// whether the node already committed its share of the conflict's
+// settlement (filling in the key it created). A share committed with a
+// different decision is an error: the nodes would disagree.
 func (s *side) settledBefore(ctx context.Context, tx pgx.Tx, syncID string, conflict int64, share *settledShare) (bool, error) {
+	// The sync's apply lock first, in a statement of its own: the read
+	// below then takes its snapshot after an earlier attempt still
+	// committing has finished.
+	if _, err := tx.Exec(ctx, `SELECT `+applyLock, syncID, s.Which.String()); err != nil {
+		return false, fmt.Errorf("taking the apply lock of sync %s: %w", syncID, err)
+	}
 	var b []byte
 	err := tx.QueryRow(ctx, `SELECT result FROM tandem.applied WHERE sync_id = $1 AND side = $2`,
 		settledID(syncID, conflict), s.Which.String()).Scan(&b)
