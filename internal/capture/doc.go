@@ -35,4 +35,18 @@
 // in queue-id order in bounded batches; the cursor (window and last id) is
 // written in the same control transaction as the batch, so a crash neither
 // skips nor repeats. Rows every consumer has taken are pruned.
+//
+// # Installing capture: wal
+//
+// A node that takes no trigger is read from its write-ahead log instead.
+// [PlanInstallWAL] gives it schema tandem (for tandem.applied) but no
+// capture trigger, makes publication [Publication] publish exactly the
+// synced tables, and plans the pgoutput slot ([SlotName]) in [Plan.After]:
+// PostgreSQL creates no logical slot in a transaction that has written, so
+// [Apply] runs those statements after the COMMIT, still under the install
+// lock. Install refuses, listing every problem at once, a server without
+// wal_level=logical, a role without REPLICATION, and a table whose replica
+// identity would leave its updates and deletes without the sync's key.
+// [PlanUninstall] drops the publication and the database's tandem_* slots
+// on any node, and refuses while one is streamed from.
 package capture

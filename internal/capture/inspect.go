@@ -34,6 +34,7 @@ type capturedTable struct {
 	ident    string   // quoted schema.table
 	triggers []string // names of its tandem_capture_* triggers
 	key      []string // the key columns the triggers pass
+	owned    bool     // the role has its owner's rights (DROP TRIGGER needs them)
 }
 
 // complete reports whether the table has every capture trigger, with key.
@@ -73,7 +74,7 @@ func inspect(ctx context.Context, q Querier) (*state, error) {
 		}
 	}
 	rows, err := q.Query(ctx, `
-		SELECT n.nspname, c.relname, t.tgname, t.tgargs
+		SELECT n.nspname, c.relname, t.tgname, t.tgargs, pg_has_role(c.relowner, 'USAGE')
 		FROM pg_trigger t
 		JOIN pg_class c ON c.oid = t.tgrelid
 		JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -88,13 +89,14 @@ func inspect(ctx context.Context, q Querier) (*state, error) {
 	for rows.Next() {
 		var schema, table, name string
 		var args []byte
-		if err := rows.Scan(&schema, &table, &name, &args); err != nil {
+		var owned bool
+		if err := rows.Scan(&schema, &table, &name, &args, &owned); err != nil {
 			return nil, err
 		}
 		k := schema + "." + table
 		c := st.captured[k]
 		if c == nil {
-			c = &capturedTable{ident: pgx.Identifier{schema, table}.Sanitize(), key: splitTriggerArgs(args)}
+			c = &capturedTable{ident: pgx.Identifier{schema, table}.Sanitize(), key: splitTriggerArgs(args), owned: owned}
 			st.captured[k] = c
 		}
 		c.triggers = append(c.triggers, name)
@@ -114,9 +116,10 @@ func splitTriggerArgs(b []byte) []string {
 }
 
 // resolveTables checks each configured table against the node's catalog and
-// fills in its key. Every problem is reported at once, with its line.
-func resolveTables(ctx context.Context, q Querier, node string, refs []config.TableRef, file string, st *state) ([]table, error) {
-	probs := &config.Problems{File: file}
+// fills in its key. Problems go to probs, each with its line, so that the
+// caller reports them at once with its own; mode (config.CaptureTrigger or
+// CaptureWAL) says which privileges the capture needs.
+func resolveTables(ctx context.Context, q Querier, node string, refs []config.TableRef, st *state, mode string, probs *config.Problems) ([]table, error) {
 	if !st.schemaExists {
 		var can bool
 		var role string
@@ -129,7 +132,7 @@ func resolveTables(ctx context.Context, q Querier, node string, refs []config.Ta
 	}
 	var out []table
 	for _, ref := range refs {
-		t, ok, err := resolveTable(ctx, q, node, ref, probs)
+		t, ok, err := resolveTable(ctx, q, node, ref, mode, probs)
 		if err != nil {
 			return nil, err
 		}
@@ -137,25 +140,20 @@ func resolveTables(ctx context.Context, q Querier, node string, refs []config.Ta
 			out = append(out, t)
 		}
 	}
-	if err := probs.Err(); err != nil {
-		return nil, err
-	}
 	return out, nil
 }
 
-func resolveTable(ctx context.Context, q Querier, node string, ref config.TableRef, probs *config.Problems) (table, bool, error) {
-	t := table{Schema: ref.Schema, Name: ref.Name}
+func resolveTable(ctx context.Context, q Querier, node string, ref config.TableRef, mode string, probs *config.Problems) (table, bool, error) {
+	t := table{Schema: ref.Schema, Name: ref.Name, line: ref.Line}
 	where := fmt.Sprintf("table %s on node %s", t.Qualified(), node)
 	var (
-		oid     uint32
-		kind    string
 		canTrig bool
 		role    string
 	)
 	err := q.QueryRow(ctx, `
-		SELECT c.oid, c.relkind::text, has_table_privilege(c.oid, 'TRIGGER'), current_user
+		SELECT c.oid, c.relkind::text, has_table_privilege(c.oid, 'TRIGGER'), pg_has_role(c.relowner, 'USAGE'), current_user
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = $1 AND c.relname = $2`, ref.Schema, ref.Name).Scan(&oid, &kind, &canTrig, &role)
+		WHERE n.nspname = $1 AND c.relname = $2`, ref.Schema, ref.Name).Scan(&t.oid, &t.kind, &canTrig, &t.owned, &role)
 	if err == pgx.ErrNoRows {
 		probs.Add(ref.Line, "table", "%s does not exist", where)
 		return t, false, nil
@@ -163,20 +161,26 @@ func resolveTable(ctx context.Context, q Querier, node string, ref config.TableR
 	if err != nil {
 		return t, false, fmt.Errorf("node %s: looking up %s: %w", node, t.Qualified(), err)
 	}
-	if kind != "r" && kind != "p" {
-		probs.Add(ref.Line, "table", "%s is not a table (relkind %s): only tables can be captured", where, kind)
+	if t.kind != "r" && t.kind != "p" {
+		probs.Add(ref.Line, "table", "%s is not a table (relkind %s): only tables can be captured", where, t.kind)
 		return t, false, nil
 	}
-	if !canTrig {
+	// A wal node needs no trigger; what it needs of its tables (ownership,
+	// replica identity) is checked by PlanInstallWAL.
+	if mode == config.CaptureTrigger && !canTrig {
 		probs.Add(ref.Line, "table", "role %s may not create triggers on %s: GRANT TRIGGER ON %s TO %s", role, where, t.ident(), role)
 	}
-	cols, pk, err := columnsAndKey(ctx, q, oid)
+	cols, pk, err := columnsAndKey(ctx, q, t.oid)
 	if err != nil {
 		return t, false, fmt.Errorf("node %s: reading columns of %s: %w", node, t.Qualified(), err)
 	}
 	t.Key = ref.Key
 	if len(t.Key) == 0 {
 		t.Key = pk
+	}
+	if len(t.Key) == 0 && mode == config.CaptureWAL {
+		probs.Add(ref.Line, "table", "%s has no primary key and the config gives no key: add a primary key (it is also the replica identity that lets updates and deletes be decoded), or `key: [column, ...]` naming columns that identify a row, and ALTER TABLE %s REPLICA IDENTITY FULL;", where, t.ident())
+		return t, false, nil
 	}
 	if len(t.Key) == 0 {
 		probs.Add(ref.Line, "table", "%s has no primary key and the config gives no key: add a primary key, or `key: [column, ...]` naming columns that identify a row", where)

@@ -34,6 +34,10 @@ const installLockKey = 7_305_116_101_109
 type table struct {
 	Schema, Name string
 	Key          []string // configured key, or the primary key
+	oid          uint32
+	kind         string // pg_class.relkind: r, or p (partitioned)
+	owned        bool   // the role has its owner's rights (publications need them)
+	line         int    // its line in tandem.yaml
 }
 
 // Qualified returns schema.name as written in change rows.
@@ -45,33 +49,82 @@ func (t table) ident() string { return pgx.Identifier{t.Schema, t.Name}.Sanitize
 type Plan struct {
 	Node       string
 	Statements []string
+	// After are statements run one at a time after COMMIT, each in its own
+	// transaction: PostgreSQL refuses to create a logical replication slot
+	// in a transaction that has written, and creating or dropping a slot
+	// cannot be rolled back anyway.
+	After []string
 	// FromVersion and ToVersion are the capture versions before and after.
 	FromVersion, ToVersion int
 	// Added lists the tables that get triggers; Kept those already captured.
 	Added, Kept []string
+	// Notices are what the DBA should know about the node as planned; they
+	// do not stop the plan.
+	Notices []string
+
+	// Capture: wal (PlanInstallWAL), and what uninstall removes of it.
+
+	// Publication is what the plan does to publication tandem: "create",
+	// "alter", "drop", or "" when it is left as it is.
+	Publication string
+	// Published lists the tables publication tandem publishes after a wal
+	// install, in config order.
+	Published []string
+	// Slot is a wal node's replication slot; CreateSlot tells whether the
+	// plan creates it (else it is there already).
+	Slot       string
+	CreateSlot bool
+	// DropSlots lists the replication slots an uninstall drops.
+	DropSlots []string
+	// blocked says why the plan must not run yet (a slot still in use);
+	// --print shows the plan anyway.
+	blocked []string
 }
 
 // Empty reports whether the plan does nothing.
-func (p *Plan) Empty() bool { return len(p.Statements) == 0 }
+func (p *Plan) Empty() bool { return len(p.Statements) == 0 && len(p.After) == 0 }
 
 // SQL returns the plan as one script, as `tandem install --print` shows it.
+// Run by psql, it does what Apply does, but for the install lock.
 func (p *Plan) SQL() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "-- tandem capture on node %s: version %d -> %d\n", p.Node, p.FromVersion, p.ToVersion)
+	if p.Slot != "" {
+		fmt.Fprintf(&b, "-- capture: wal: publication %s, replication slot %s (pgoutput)\n", Publication, p.Slot)
+	}
+	for _, n := range p.blocked {
+		fmt.Fprintf(&b, "-- REFUSED for now: %s\n", n)
+	}
+	for _, n := range p.Notices {
+		fmt.Fprintf(&b, "-- NOTE: %s\n", n)
+	}
 	if p.Empty() {
 		b.WriteString("-- nothing to do: capture is installed and current for every configured table\n")
 		return b.String()
 	}
-	b.WriteString("BEGIN;\n")
-	for _, s := range p.Statements {
-		b.WriteString(strings.TrimRight(s, "\n"))
-		if !strings.HasSuffix(strings.TrimSpace(s), ";") {
-			b.WriteString(";")
+	if len(p.Statements) > 0 {
+		b.WriteString("BEGIN;\n")
+		for _, s := range p.Statements {
+			writeStatement(&b, s)
 		}
-		b.WriteString("\n")
+		b.WriteString("COMMIT;\n")
 	}
-	b.WriteString("COMMIT;\n")
+	if len(p.After) > 0 {
+		b.WriteString("-- after COMMIT, each on its own: a replication slot cannot be created or dropped\n")
+		b.WriteString("-- in a transaction that has written\n")
+		for _, s := range p.After {
+			writeStatement(&b, s)
+		}
+	}
 	return b.String()
+}
+
+func writeStatement(b *strings.Builder, s string) {
+	b.WriteString(strings.TrimRight(s, "\n"))
+	if !strings.HasSuffix(strings.TrimSpace(s), ";") {
+		b.WriteString(";")
+	}
+	b.WriteString("\n")
 }
 
 // version is one file of sql/node.
@@ -123,10 +176,47 @@ func PlanInstall(ctx context.Context, q Querier, node string, tables []config.Ta
 	if err != nil {
 		return nil, fmt.Errorf("node %s: inspecting capture state: %w", node, err)
 	}
-	resolved, err := resolveTables(ctx, q, node, tables, file, st)
+	probs := &config.Problems{File: file}
+	resolved, err := resolveTables(ctx, q, node, tables, st, config.CaptureTrigger, probs)
 	if err != nil {
 		return nil, err
 	}
+	if err := probs.Err(); err != nil {
+		return nil, err
+	}
+	p, err := planSchema(node, st)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range resolved {
+		have := st.captured[t.Qualified()]
+		if have != nil && have.complete(t.Key) {
+			p.Kept = append(p.Kept, t.Qualified())
+			continue
+		}
+		if have != nil {
+			p.Statements = append(p.Statements, dropTriggersSQL(have.ident, have.triggers)...)
+		}
+		p.Statements = append(p.Statements, createTriggersSQL(t)...)
+		p.Added = append(p.Added, t.Qualified())
+	}
+	// A node switched from capture: wal keeps its slot until uninstall,
+	// and a slot nobody reads retains WAL: say so rather than leave it
+	// silently.
+	left, err := readWALLeftovers(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", node, err)
+	}
+	for _, s := range left.slots {
+		p.Notices = append(p.Notices, fmt.Sprintf("replication slot %s on this database is left from capture: wal and retains WAL until dropped: SELECT pg_drop_replication_slot(%s); (tandem uninstall drops it too)", s.name, quoteLiteral(s.name)))
+	}
+	return p, nil
+}
+
+// planSchema starts a plan with what brings schema tandem to the current
+// capture version. Wal nodes get it too: the engine records its applies in
+// tandem.applied on every node.
+func planSchema(node string, st *state) (*Plan, error) {
 	vs, err := versions()
 	if err != nil {
 		return nil, err
@@ -148,18 +238,6 @@ func PlanInstall(ctx context.Context, q Querier, node string, tables []config.Ta
 	}
 	if st.version < p.ToVersion {
 		p.Statements = append(p.Statements, fmt.Sprintf("UPDATE tandem.capture_info SET version = %d, upgraded_at = now();", p.ToVersion))
-	}
-	for _, t := range resolved {
-		have := st.captured[t.Qualified()]
-		if have != nil && have.complete(t.Key) {
-			p.Kept = append(p.Kept, t.Qualified())
-			continue
-		}
-		if have != nil {
-			p.Statements = append(p.Statements, dropTriggersSQL(have.ident, have.triggers)...)
-		}
-		p.Statements = append(p.Statements, createTriggersSQL(t)...)
-		p.Added = append(p.Added, t.Qualified())
 	}
 	return p, nil
 }
@@ -205,8 +283,10 @@ func quoteLiteral(s string) string {
 }
 
 // PlanUninstall returns what `tandem uninstall` runs: every trigger tandem
-// created, every capture object, and the schema if tandem created it and
-// nothing else lives in it.
+// created, publication tandem and the database's tandem_* logical slots
+// (whatever the node's capture mode now: it may have been switched), every
+// capture object, and the schema if tandem created it and nothing else
+// lives in it.
 func PlanUninstall(ctx context.Context, q Querier, node string) (*Plan, error) {
 	st, err := inspect(ctx, q)
 	if err != nil {
@@ -216,6 +296,9 @@ func PlanUninstall(ctx context.Context, q Querier, node string) (*Plan, error) {
 	tables := slices.Sorted(maps.Keys(st.captured))
 	for _, t := range tables {
 		p.Statements = append(p.Statements, dropTriggersSQL(st.captured[t].ident, st.captured[t].triggers)...)
+	}
+	if err := planWALUninstall(ctx, q, p); err != nil {
+		return nil, fmt.Errorf("node %s: %w", node, err)
 	}
 	if !st.infoExists && len(tables) == 0 {
 		return p, nil
@@ -232,23 +315,47 @@ func PlanUninstall(ctx context.Context, q Querier, node string) (*Plan, error) {
 	return p, nil
 }
 
-// Apply runs a plan in one transaction under the install lock, after
-// checking that the node still looks as it did when the plan was made.
+// Apply runs a plan's statements in one transaction under the install
+// lock, after checking that the node still looks as it did when the plan
+// was made, then its After statements one by one.
 func Apply(ctx context.Context, conn *pgx.Conn, p *Plan, replan func(context.Context, pgx.Tx) (*Plan, error)) (*Plan, error) {
+	// A session lock, not a transaction one: it must also cover the After
+	// statements, so that two installs do not both plan a slot and race to
+	// create it. Waiting for it assigns no transaction id, so a slot being
+	// created elsewhere does not wait for the waiter in turn.
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", int64(installLockKey)); err != nil {
+		return nil, fmt.Errorf("node %s: taking install lock: %w", p.Node, err)
+	}
+	// A failed unlock leaves the lock to the connection's end, which the
+	// caller's Close brings.
+	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", int64(installLockKey))
+	p, err := applyTx(ctx, conn, p, replan)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range p.After {
+		if _, err := conn.Exec(ctx, s); err != nil {
+			return nil, afterError(p, s, err)
+		}
+	}
+	return p, nil
+}
+
+func applyTx(ctx context.Context, conn *pgx.Conn, p *Plan, replan func(context.Context, pgx.Tx) (*Plan, error)) (*Plan, error) {
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("node %s: beginning install: %w", p.Node, err)
 	}
 	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", int64(installLockKey)); err != nil {
-		return nil, fmt.Errorf("node %s: taking install lock: %w", p.Node, err)
-	}
 	// Another install may have run between planning and the lock: plan again
 	// under the lock so what runs matches the node.
 	if replan != nil {
 		if p, err = replan(ctx, tx); err != nil {
 			return nil, err
 		}
+	}
+	if len(p.blocked) > 0 {
+		return nil, fmt.Errorf("node %s: %s", p.Node, strings.Join(p.blocked, "; "))
 	}
 	for _, s := range p.Statements {
 		if _, err := tx.Exec(ctx, s); err != nil {

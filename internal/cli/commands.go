@@ -54,43 +54,97 @@ func runInstall(ctx context.Context, cfgPath string, args []string, env Env) err
 	if err != nil {
 		return err
 	}
-	if node.Capture != "trigger" {
-		return usageError{fmt.Sprintf("node %s: capture %q is not available in this release; use capture: trigger", node.Name, node.Capture)}
+	if node.Capture != config.CaptureTrigger && node.Capture != config.CaptureWAL {
+		return usageError{fmt.Sprintf("node %s: unknown capture %q; use capture: trigger or capture: wal", node.Name, node.Capture)}
 	}
 	tables := cfg.TablesOnNode(node.Name)
 	if len(tables) == 0 {
 		return usageError{fmt.Sprintf("node %s: no sync in %s uses a table on this node; nothing to capture", node.Name, cfg.Path)}
+	}
+	var slot string
+	if node.Capture == config.CaptureWAL {
+		if slot, err = walSlot(ctx, cfg, node); err != nil {
+			return err
+		}
 	}
 	conn, err := connectNode(ctx, node)
 	if err != nil {
 		return err
 	}
 	defer conn.Close(ctx)
-	if print {
-		p, err := capture.PlanInstall(ctx, conn, node.Name, tables, cfg.Path)
-		if err != nil {
-			return err
-		}
-		fmt.Fprint(env.Stdout, p.SQL())
-		return nil
+	var p *capture.Plan
+	switch {
+	case print && slot == "":
+		p, err = capture.PlanInstall(ctx, conn, node.Name, tables, cfg.Path)
+	case print:
+		p, err = capture.PlanInstallWAL(ctx, conn, node.Name, tables, cfg.Path, slot)
+	case slot == "":
+		p, err = capture.Install(ctx, conn, node.Name, tables, cfg.Path)
+	default:
+		p, err = capture.InstallWAL(ctx, conn, node.Name, tables, cfg.Path, slot)
 	}
-	p, err := capture.Install(ctx, conn, node.Name, tables, cfg.Path)
 	if err != nil {
 		return err
 	}
-	switch {
-	case p.Empty():
-		fmt.Fprintf(env.Stdout, "node %s: capture version %d already installed on %s; nothing to do\n", node.Name, p.ToVersion, strings.Join(p.Kept, ", "))
-	default:
-		fmt.Fprintf(env.Stdout, "node %s: capture version %d installed (was %d)\n", node.Name, p.ToVersion, p.FromVersion)
-		if len(p.Added) > 0 {
-			fmt.Fprintf(env.Stdout, "  capturing now: %s\n", strings.Join(p.Added, ", "))
-		}
-		if len(p.Kept) > 0 {
-			fmt.Fprintf(env.Stdout, "  already captured: %s\n", strings.Join(p.Kept, ", "))
-		}
+	if print {
+		fmt.Fprint(env.Stdout, p.SQL())
+		return nil
+	}
+	if slot == "" {
+		printTriggerInstall(env, node, p)
+	} else {
+		printWALInstall(env, node, p)
+	}
+	for _, n := range p.Notices {
+		fmt.Fprintf(env.Stdout, "NOTICE: %s\n", n)
 	}
 	return nil
+}
+
+// walSlot names a wal node's replication slot. Each control database reads
+// a node through a slot of its own, named after its instance id, so the
+// control database must be migrated before a wal node is installed.
+func walSlot(ctx context.Context, cfg *config.Config, node *config.Node) (string, error) {
+	const why = "capture: wal names the node's replication slot after the control database"
+	pool, err := openPool(ctx, "control database", cfg.Control)
+	if err != nil {
+		return "", fmt.Errorf("node %s: %s: %w (once it is reachable, run `tandem migrate` first)", node.Name, why, err)
+	}
+	defer pool.Close()
+	id, err := control.InstanceID(ctx, pool)
+	if err != nil {
+		return "", fmt.Errorf("node %s: %s, which is not migrated: run `tandem migrate` first (%w)", node.Name, why, err)
+	}
+	return capture.SlotName(id, node.Name), nil
+}
+
+func printTriggerInstall(env Env, node *config.Node, p *capture.Plan) {
+	if p.Empty() {
+		fmt.Fprintf(env.Stdout, "node %s: capture version %d already installed on %s; nothing to do\n", node.Name, p.ToVersion, strings.Join(p.Kept, ", "))
+		return
+	}
+	fmt.Fprintf(env.Stdout, "node %s: capture version %d installed (was %d)\n", node.Name, p.ToVersion, p.FromVersion)
+	if len(p.Added) > 0 {
+		fmt.Fprintf(env.Stdout, "  capturing now: %s\n", strings.Join(p.Added, ", "))
+	}
+	if len(p.Kept) > 0 {
+		fmt.Fprintf(env.Stdout, "  already captured: %s\n", strings.Join(p.Kept, ", "))
+	}
+}
+
+func printWALInstall(env Env, node *config.Node, p *capture.Plan) {
+	if p.Empty() {
+		fmt.Fprintf(env.Stdout, "node %s: capture: wal already installed (capture version %d); nothing to do\n", node.Name, p.ToVersion)
+	} else {
+		fmt.Fprintf(env.Stdout, "node %s: capture: wal installed (capture version %d, was %d)\n", node.Name, p.ToVersion, p.FromVersion)
+	}
+	pub := map[string]string{"create": "created", "alter": "updated", "": "unchanged"}[p.Publication]
+	fmt.Fprintf(env.Stdout, "  publication %s (%s): %s\n", capture.Publication, pub, strings.Join(p.Published, ", "))
+	slot := "already present"
+	if p.CreateSlot {
+		slot = "created (pgoutput)"
+	}
+	fmt.Fprintf(env.Stdout, "  replication slot %s: %s\n", p.Slot, slot)
 }
 
 func runUninstall(ctx context.Context, cfgPath string, args []string, env Env) error {
@@ -123,6 +177,13 @@ func runUninstall(ctx context.Context, cfgPath string, args []string, env Env) e
 		return nil
 	}
 	fmt.Fprintf(env.Stdout, "node %s: capture removed\n", node.Name)
+	if p.Publication == "drop" {
+		fmt.Fprintf(env.Stdout, "  publication %s: dropped\n", capture.Publication)
+	}
+	// Each slot by name: a slot retains WAL, so its fate is never implicit.
+	for _, s := range p.DropSlots {
+		fmt.Fprintf(env.Stdout, "  replication slot %s: dropped\n", s)
+	}
 	return nil
 }
 
