@@ -90,7 +90,8 @@ func openEngine(ctx context.Context, cfg *config.Config, log *slog.Logger) (*eng
 		pools = append(pools, p)
 		nodes[name] = p
 	}
-	return &engine.Engine{Config: cfg, Control: ctl, Nodes: nodes, Logger: log}, closeAll, nil
+	e := &engine.Engine{Config: cfg, Control: ctl, Nodes: nodes, Logger: log}
+	return e, func() { e.Close(); closeAll() }, nil
 }
 
 // recordConfigs writes the syncs as loaded to tandem.sync_configs, for

@@ -59,7 +59,11 @@ type Node struct {
 	DSN        string
 	Capture    string     // CaptureTrigger (default) or CaptureWAL
 	QueueLimit QueueLimit // yaml key queue_limit; zero values mean no limit
-	Line       int        // line of the node's key in the file
+	// MaxRetainedWAL (yaml key max_retained_wal, bytes; 0: no limit) caps the
+	// WAL a capture: wal node's slot may hold back: past it, the syncs of
+	// the node fail loudly instead of the node's disk filling silently.
+	MaxRetainedWAL int64
+	Line           int // line of the node's key in the file
 }
 
 // QueueLimit bounds how much a node's change queue may hold before tandem treats it as

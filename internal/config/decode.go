@@ -283,6 +283,33 @@ func (d *decoder) count(v *yaml.Node, path string) int64 {
 	return max(n, 0)
 }
 
+// size reads a byte count: a whole number with an optional unit kB, MB, GB
+// or TB (powers of 1024, as PostgreSQL's settings count them).
+func (d *decoder) size(v *yaml.Node, path string) int64 {
+	s, ok := d.scalar(v, path)
+	if !ok || isNull(v) {
+		return 0
+	}
+	num := strings.TrimSpace(s)
+	mult := int64(1)
+	for i, unit := range []string{"kB", "MB", "GB", "TB"} {
+		if strings.HasSuffix(num, unit) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(num, unit)), int64(1)<<(10*(i+1))
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.ReplaceAll(num, "_", ""), 10, 64)
+	switch {
+	case err != nil:
+		d.probs.Add(v.Line, path, "bad size %q: want a whole number of bytes, or one with a unit like 512MB or 10GB", s)
+		return 0
+	case n < 0:
+		d.probs.Add(v.Line, path, "%s is negative: use a positive size, or 0 for no limit", s)
+		return 0
+	}
+	return n * mult
+}
+
 // duration reads a Go duration like 5s or 24h. ok is false when v is missing or a
 // problem was reported.
 func (d *decoder) duration(v *yaml.Node, path string) (time.Duration, bool) {

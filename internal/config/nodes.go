@@ -7,7 +7,7 @@ import (
 )
 
 func topKeys() []string      { return []string{"control", "nodes", "syncs"} }
-func nodeKeys() []string     { return []string{"dsn", "capture", "queue_limit"} }
+func nodeKeys() []string     { return []string{"dsn", "capture", "queue_limit", "max_retained_wal"} }
 func queueKeys() []string    { return []string{"rows", "age"} }
 func captureModes() []string { return []string{CaptureTrigger, CaptureWAL} }
 
@@ -76,6 +76,12 @@ func (d *decoder) node(e entry) {
 	n.DSN = d.dsn(obj["dsn"], path+".dsn", n.Line)
 	n.Capture = d.oneOf(obj["capture"].val, path+".capture", "capture mode", captureModes(), CaptureTrigger)
 	n.QueueLimit = d.queueLimit(obj["queue_limit"].val, path+".queue_limit")
+	if v := obj["max_retained_wal"].val; !isNull(v) {
+		n.MaxRetainedWAL = d.size(v, path+".max_retained_wal")
+		if n.Capture != CaptureWAL {
+			d.probs.Add(v.Line, path+".max_retained_wal", "only a node with capture: wal has a replication slot to cap; remove it or set capture: wal")
+		}
+	}
 }
 
 // dsn reads a node's connection string. Its value never appears in a message.

@@ -37,7 +37,7 @@ func requireProblems(t *testing.T, err error, wants []want) {
 const header = `control: postgres://control
 nodes:
   a: { dsn: "postgres://a" }
-  b: { dsn: "postgres://b", capture: wal }
+  b: { dsn: "postgres://b", capture: wal, max_retained_wal: 2GB }
 syncs:
 `
 
@@ -73,12 +73,16 @@ func TestValidateFile(t *testing.T) {
 			[]want{{6, "nodes.a.queue_limit.rows", `bad number "many"`}, {7, "nodes.a.queue_limit.age", `bad duration "forever"`}}},
 		{"negative queue limit", "control: x\nnodes:\n  a: { dsn: x, queue_limit: { rows: -1, age: -1h } }\n",
 			[]want{{3, "nodes.a.queue_limit.rows", "-1 is negative"}, {3, "nodes.a.queue_limit.age", "-1h0m0s is negative"}}},
+		{"bad retained WAL cap", "control: x\nnodes:\n  a: { dsn: x, capture: wal, max_retained_wal: lots }\n  b: { dsn: x, capture: wal, max_retained_wal: -5GB }\n",
+			[]want{{3, "nodes.a.max_retained_wal", `bad size "lots"`}, {4, "nodes.b.max_retained_wal", "-5GB is negative"}}},
+		{"retained WAL cap on a trigger node", "control: x\nnodes:\n  a: { dsn: x, max_retained_wal: 1GB }\n",
+			[]want{{3, "nodes.a.max_retained_wal", "only a node with capture: wal has a replication slot to cap"}}},
 		{"duplicate node", "control: x\nnodes:\n  a: { dsn: x }\n  a: { dsn: y }\n",
 			[]want{{4, "nodes", `duplicate key "a": it is already set at line 3`}}},
 		{"unknown top-level key", "control: x\nnodes: { a: { dsn: x } }\nsync: []\n",
 			[]want{{3, "", `unknown key "sync": did you mean "syncs"?`}}},
 		{"unknown node key", "control: x\nnodes:\n  a: { dsn: x, password: y }\n",
-			[]want{{3, "nodes.a", `unknown key "password": the keys here are dsn, capture, queue_limit`}}},
+			[]want{{3, "nodes.a", `unknown key "password": the keys here are dsn, capture, queue_limit, max_retained_wal`}}},
 		{"syncs not a list", "control: x\nnodes: { a: { dsn: x } }\nsyncs: { id: s }\n",
 			[]want{{3, "syncs", "want a list of syncs, found a mapping"}}},
 		{"sync not a mapping", "control: x\nnodes: { a: { dsn: x } }\nsyncs:\n  - s1\n",
@@ -376,4 +380,5 @@ func TestValidateAcceptsFlexibleForms(t *testing.T) {
 		{Source: []string{"n"}, Target: []string{"f", "l"}, Transform: TransformSplitName, Line: 14},
 	}, s.Fields)
 	require.Equal(t, CaptureWAL, cfg.Nodes["b"].Capture)
+	require.Equal(t, int64(2)<<30, cfg.Nodes["b"].MaxRetainedWAL)
 }

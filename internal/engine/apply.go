@@ -93,7 +93,7 @@ func (r *syncRun) applyOnce(ctx context.Context, s *side, w window, writes []*wr
 	var runID *int64
 	var stored []byte
 	b := &pgx.Batch{}
-	b.Queue(`SELECT set_config('tandem.origin', $1, true), set_config('lock_timeout', $3, true),
+	b.Queue(`SELECT `+s.originSQL()+`, set_config('lock_timeout', $3, true),
 		set_config('tandem.marked', $4, true), `+applyLock,
 		r.cfg.ID, s.Which.String(), lockTimeout, marked)
 	b.Queue(`SELECT run_id, result FROM tandem.applied WHERE sync_id = $1 AND side = $2`, r.cfg.ID, s.Which.String()).

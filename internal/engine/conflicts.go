@@ -540,7 +540,7 @@ func (r *syncRun) applySettlementOnce(ctx context.Context, c *Conflict, d *settl
 // origin so that the sync does not send it back. It returns the key of an
 // inserted row.
 func (s *side) settle(ctx context.Context, tx pgx.Tx, syncID string, key, update Values, del bool, insert Values) (Values, error) {
-	if _, err := tx.Exec(ctx, `SELECT set_config('tandem.origin', $1, true), set_config('lock_timeout', $2, true)`,
+	if _, err := tx.Exec(ctx, `SELECT `+s.originSQL()+`, set_config('lock_timeout', $2, true)`,
 		syncID, lockTimeout); err != nil {
 		return nil, err
 	}

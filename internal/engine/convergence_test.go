@@ -23,7 +23,16 @@ import (
 // sync_conflicts.
 func TestConvergenceUnderFire(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, contactsYAML("    conflict: latest_wins\n    interval: 50ms\n"), twoNodes())
+	convergenceUnderFire(t, newRig(t, contactsYAML("    conflict: latest_wins\n    interval: 50ms\n"), twoNodes()))
+}
+
+// The same with hubspot captured from its WAL (capture: wal).
+func TestConvergenceUnderFireWithAWALNode(t *testing.T) {
+	t.Parallel()
+	convergenceUnderFire(t, newRig(t, walYAML("    conflict: latest_wins\n    interval: 50ms\n"), walNodes()))
+}
+
+func convergenceUnderFire(t *testing.T, r *rig) {
 	r.exec("crm", `INSERT INTO contacts (full_name, email, phone) SELECT 'Crm P' || g, 'seed' || g || '@x', 'seed' FROM generate_series(1, 200) g`)
 	r.run("contacts")
 

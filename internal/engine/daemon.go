@@ -76,18 +76,35 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return nil
 		case w := <-n.C():
 			timer.Stop()
-			for _, s := range syncs {
-				if ctx.Err() != nil {
-					return nil
-				}
-				if w.Nodes[s.Source.Node] || w.Nodes[s.Target.Node] {
-					due[s.ID] = time.Now().Add(s.Interval)
-					if d.runOne(runCtx, s.ID, "notify") {
-						due[s.ID] = time.Now().Add(busyRetry) // the notified changes must not wait a whole interval
-					}
+			d.runNotified(ctx, runCtx, syncs, due, w.Nodes)
+		case node := <-e.walWake():
+			timer.Stop()
+			nodes := map[string]bool{node: true}
+			for more := true; more; {
+				select {
+				case other := <-e.walWake():
+					nodes[other] = true
+				default:
+					more = false
 				}
 			}
+			d.runNotified(ctx, runCtx, syncs, due, nodes)
 		case <-timer.C:
+		}
+	}
+}
+
+// runNotified runs the syncs that have a side on one of nodes.
+func (d *Daemon) runNotified(ctx, runCtx context.Context, syncs []*config.Sync, due map[string]time.Time, nodes map[string]bool) {
+	for _, s := range syncs {
+		if ctx.Err() != nil {
+			return
+		}
+		if nodes[s.Source.Node] || nodes[s.Target.Node] {
+			due[s.ID] = time.Now().Add(s.Interval)
+			if d.runOne(runCtx, s.ID, "notify") {
+				due[s.ID] = time.Now().Add(busyRetry) // the notified changes must not wait a whole interval
+			}
 		}
 	}
 }

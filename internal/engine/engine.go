@@ -14,6 +14,7 @@ import (
 	"github.com/tandem-sync/tandem/internal/config"
 	"github.com/tandem-sync/tandem/internal/control"
 	"github.com/tandem-sync/tandem/internal/mapping"
+	"github.com/tandem-sync/tandem/internal/wal"
 )
 
 // DefaultWindow bounds the changes per side one run consumes: a backlog is
@@ -34,12 +35,24 @@ type Engine struct {
 
 	markedMu sync.Mutex
 	marked   map[string]bool // nodes known to have capture version >= markerVersion
+
+	wakeOnce sync.Once
+	wake     chan string // wal nodes whose stream wrote changes
 }
 
-// nodeReader serializes pulls of one node: several syncs share it.
+// walWake delivers the name of a wal node whose stream wrote changes
+// to change_log (one wake may stand for many writes).
+func (e *Engine) walWake() chan string {
+	e.wakeOnce.Do(func() { e.wake = make(chan string, len(e.Nodes)+1) })
+	return e.wake
+}
+
+// nodeReader serializes pulls of one node: several syncs share it. A
+// trigger node has r, a wal node w.
 type nodeReader struct {
 	mu sync.Mutex
 	r  *capture.Reader
+	w  *wal.Reader
 }
 
 // Result says what one run did.
@@ -91,6 +104,20 @@ func (e *Engine) init(ctx context.Context) error {
 	readers := map[string]*nodeReader{}
 	for name, pool := range e.Nodes {
 		n := e.Config.Nodes[name]
+		if n != nil && n.Capture == config.CaptureWAL {
+			keys := map[string][]string{}
+			for _, t := range e.Config.TablesOnNode(name) {
+				keys[t.Schema+"."+t.Name] = t.Key
+			}
+			readers[name] = &nodeReader{w: &wal.Reader{Node: name, NodeDB: pool, Control: e.Control,
+				Slot: capture.SlotName(id, name), Keys: keys, MaxRetained: n.MaxRetainedWAL, Logger: e.logger(), Changed: func() {
+					select {
+					case e.walWake() <- name:
+					default: // a wake for it is already waiting
+					}
+				}}}
+			continue
+		}
 		r := &capture.Reader{Node: name, NodeDB: pool, Control: e.Control, Consumer: id, Logger: e.logger()}
 		if n != nil {
 			r.MaxQueueRows, r.MaxQueueAge = n.QueueLimit.Rows, n.QueueLimit.Age
@@ -99,6 +126,24 @@ func (e *Engine) init(ctx context.Context) error {
 	}
 	e.readers = readers
 	return nil
+}
+
+// Close stops the WAL streams of wal nodes. The engine's pools are the
+// caller's to close.
+func (e *Engine) Close() {
+	e.initMu.Lock()
+	defer e.initMu.Unlock()
+	for _, nr := range e.readers {
+		if nr.w != nil {
+			nr.w.Close()
+		}
+	}
+}
+
+// isWAL reports whether a node is captured from its WAL.
+func (e *Engine) isWAL(node string) bool {
+	n := e.Config.Nodes[node]
+	return n != nil && n.Capture == config.CaptureWAL
 }
 
 // Pull moves a node's captured changes into change_log.
@@ -112,6 +157,10 @@ func (e *Engine) Pull(ctx context.Context, node string) (capture.PullResult, err
 	}
 	nr.mu.Lock()
 	defer nr.mu.Unlock()
+	if nr.w != nil {
+		n, err := nr.w.Pull(ctx)
+		return capture.PullResult{Rows: n}, err
+	}
 	return nr.r.Pull(ctx)
 }
 
@@ -135,6 +184,7 @@ func (e *Engine) newRun(s *config.Sync) (*syncRun, error) {
 		tgt: newSide(mapping.Target, s.Target, tp, m.Columns(mapping.Target)),
 	}
 	r.src.shared, r.tgt.shared = e.syncsReading(s.Source) > 1, e.syncsReading(s.Target) > 1
+	r.src.wal, r.tgt.wal = e.isWAL(s.Source.Node), e.isWAL(s.Target.Node)
 	return r, nil
 }
 
@@ -262,6 +312,9 @@ func (r *syncRun) execute(ctx context.Context, w window, res Result) (Result, er
 		return res, err
 	}
 	for _, s := range r.sides() {
+		if s.wal {
+			continue // WAL capture names the origin of each transaction: no marker
+		}
 		has, err := r.e.hasMarkers(ctx, s)
 		if err != nil {
 			return res, err

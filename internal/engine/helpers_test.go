@@ -91,13 +91,34 @@ func newRig(t *testing.T, yaml string, ddl map[string]string) *rig {
 	for name, db := range r.nodes {
 		conn, err := pgx.Connect(ctx, db.URL)
 		require.NoError(t, err)
-		_, err = capture.Install(ctx, conn, name, cfg.TablesOnNode(name), "tandem.yaml")
-		require.NoError(t, err)
+		if cfg.Nodes[name].Capture == config.CaptureWAL {
+			db.DropSlotsAtCleanup(t)
+			installWAL(t, conn, name, cfg, r.slot(name))
+		} else {
+			_, err = capture.Install(ctx, conn, name, cfg.TablesOnNode(name), "tandem.yaml")
+			require.NoError(t, err)
+		}
 		conn.Close(ctx)
 		pools[name] = db.Pool
 	}
 	r.eng = &engine.Engine{Config: cfg, Control: r.ctl.Pool, Nodes: pools, Logger: testLogger(t)}
+	t.Cleanup(r.eng.Close)
 	return r
+}
+
+// slot is the replication slot of a wal node for this rig's control database.
+func (r *rig) slot(node string) string {
+	id, err := control.InstanceID(context.Background(), r.ctl.Pool)
+	require.NoError(r.t, err)
+	return capture.SlotName(id, node)
+}
+
+// installWAL sets a node up for capture: wal.
+func installWAL(t *testing.T, conn *pgx.Conn, node string, cfg *config.Config, slot string) {
+	t.Helper()
+	ctx := context.Background()
+	_, err := capture.InstallWAL(ctx, conn, node, cfg.TablesOnNode(node), "tandem.yaml", slot)
+	require.NoError(t, err)
 }
 
 func testLogger(t *testing.T) *slog.Logger {

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tandem-sync/tandem/internal/capture"
 	"github.com/tandem-sync/tandem/internal/config"
 	"github.com/tandem-sync/tandem/internal/mapping"
 )
@@ -28,6 +29,20 @@ type side struct {
 	// marked: applies here write one marker row instead of having every
 	// row they write captured (capture version 3, table not shared).
 	marked bool
+	// wal: the node is captured from its WAL; tandem's writes there name
+	// their origin with a logical message at the start of the transaction.
+	wal bool
+}
+
+// originSQL is the select-list item that names the sync ($1) as the origin
+// of the transaction's writes: the tandem.origin setting, which trigger
+// capture reads, and on a wal node a transactional logical message, which
+// the WAL stream reads before the transaction's changes.
+func (s *side) originSQL() string {
+	if s.wal {
+		return `set_config('tandem.origin', $1, true), pg_logical_emit_message(true, '` + capture.OriginPrefix + `', $1)`
+	}
+	return `set_config('tandem.origin', $1, true)`
 }
 
 func newSide(which mapping.Side, e config.Endpoint, pool *pgxpool.Pool, cols []string) *side {
