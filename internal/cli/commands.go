@@ -225,6 +225,7 @@ func runStatus(ctx context.Context, cfgPath string, args []string, env Env) erro
 		}
 	}
 	tw.Flush()
+	printSlots(ctx, env, cfg, ctl.instance, ctl.taken)
 	if ctl.err == nil {
 		fmt.Fprintln(env.Stdout)
 		printSyncs(env, cfg, ctl.syncs, nodes)
@@ -235,10 +236,11 @@ func runStatus(ctx context.Context, cfgPath string, args []string, env Env) erro
 type cursorStatus struct {
 	rows int64
 	last string
+	lsn  *string // a wal node's: everything its stream sent up to here is in change_log
 }
 
 func readCursors(ctx context.Context, pool *pgxpool.Pool) (map[string]cursorStatus, error) {
-	rows, err := pool.Query(ctx, "SELECT node, rows_taken, to_char(updated_at, 'YYYY-MM-DD HH24:MI:SS TZ') FROM tandem.cursors")
+	rows, err := pool.Query(ctx, "SELECT node, rows_taken, to_char(updated_at, 'YYYY-MM-DD HH24:MI:SS TZ'), lsn::text FROM tandem.cursors")
 	if err != nil {
 		return nil, err
 	}
@@ -246,7 +248,7 @@ func readCursors(ctx context.Context, pool *pgxpool.Pool) (map[string]cursorStat
 	for rows.Next() {
 		var n string
 		var c cursorStatus
-		if err := rows.Scan(&n, &c.rows, &c.last); err != nil {
+		if err := rows.Scan(&n, &c.rows, &c.last, &c.lsn); err != nil {
 			return nil, err
 		}
 		out[n] = c

@@ -112,6 +112,7 @@ type controlStatus struct {
 	taken     map[string]cursorStatus // by node
 	positions map[string]queuePosition
 	syncs     []syncStatus // in config order
+	instance  string       // the control database's id, which names wal nodes' slots
 	err       error        // the sync table cannot be shown
 }
 
@@ -137,6 +138,10 @@ func readControlStatus(ctx context.Context, cfg *config.Config) controlStatus {
 			return fmt.Errorf("%s: %w (run `tandem migrate`?)", where, err)
 		}
 		return fmt.Errorf("%s: the control schema is at version %d, this tandem needs version %d: run `tandem migrate`", where, v, latest)
+	}
+	if st.instance, err = control.InstanceID(ctx, pool); err != nil {
+		st.err = wrap(err)
+		return st
 	}
 	if st.taken, err = readCursors(ctx, pool); err != nil {
 		st.err = wrap(err)
