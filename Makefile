@@ -26,7 +26,7 @@ test-short: deps ## the tests without -race (faster)
 	$(GO) test -count=1 $(TESTFLAGS) $(PKGS)
 
 bench: deps ## capture and engine benchmarks, printing figures (sizes: BENCH_* variables, see */bench_test.go)
-	$(GO) test -run '^$$' -bench . $(BENCHFLAGS) -timeout 60m ./internal/capture/ ./internal/engine/
+	$(GO) test -run '^$$' -bench . $(BENCHFLAGS) -timeout 60m ./internal/capture/ ./internal/engine/ ./internal/wal/
 
 demo: deps ## the whole story on a throwaway local PostgreSQL: sync both ways, conflicts, 10,000 rows; nothing to configure
 	$(GO) run ./cmd/tandem demo

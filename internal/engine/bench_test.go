@@ -76,12 +76,33 @@ type benchRig struct {
 	dbs           map[string]string // database name -> control, crm, hubspot
 	eng           *engine.Engine
 	pgss          bool
+	walCRM        bool
+	cfg           *config.Config
 }
 
-func newBenchRig(b *testing.B) *benchRig {
+// installCRMWAL sets crm up for capture: wal: from here on its writes are
+// streamed.
+func (r *benchRig) installCRMWAL(b *testing.B) {
 	b.Helper()
 	ctx := context.Background()
-	r := &benchRig{urls: map[string]string{}, dbs: map[string]string{}, pgss: os.Getenv("BENCH_PGSS") == "1"}
+	id, err := control.InstanceID(ctx, r.ctl)
+	require.NoError(b, err)
+	conn, err := pgx.Connect(ctx, r.urls["CRM"])
+	require.NoError(b, err)
+	defer conn.Close(ctx)
+	_, err = capture.InstallWAL(ctx, conn, "crm", r.cfg.TablesOnNode("crm"), "tandem.yaml", capture.SlotName(id, "crm"))
+	require.NoError(b, err)
+	b.Cleanup(r.eng.Close) // before the cluster stops
+}
+
+func newBenchRig(b *testing.B) *benchRig { return newBenchRigWith(b, false) }
+
+// newBenchRigWith, walCRM: crm is captured from its WAL (capture: wal);
+// its slot is created by seed, after the rows that are in step already.
+func newBenchRigWith(b *testing.B, walCRM bool) *benchRig {
+	b.Helper()
+	ctx := context.Background()
+	r := &benchRig{urls: map[string]string{}, dbs: map[string]string{}, pgss: os.Getenv("BENCH_PGSS") == "1", walCRM: walCRM}
 	opts := pgtest.Options{}
 	if r.pgss {
 		opts.Settings = map[string]string{"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.track": "all"}
@@ -108,11 +129,20 @@ func newBenchRig(b *testing.B) *benchRig {
 	if r.pgss {
 		r.exec(b, r.ctl, "CREATE EXTENSION pg_stat_statements")
 	}
-	cfg, err := config.Parse("tandem.yaml", []byte(contactsYAML("")), func(k string) (string, bool) { v, ok := r.urls[k]; return v, ok })
+	yaml := contactsYAML("")
+	if walCRM {
+		yaml = strings.Replace(yaml, `crm: { dsn: "${CRM}" }`, `crm: { dsn: "${CRM}", capture: wal }`, 1)
+		r.exec(b, r.crm, "ALTER TABLE contacts REPLICA IDENTITY FULL")
+	}
+	cfg, err := config.Parse("tandem.yaml", []byte(yaml), func(k string) (string, bool) { v, ok := r.urls[k]; return v, ok })
 	require.NoError(b, err)
+	r.cfg = cfg
 	_, err = control.Migrate(ctx, r.ctl)
 	require.NoError(b, err)
 	for node, url := range map[string]string{"crm": r.urls["CRM"], "hubspot": r.urls["HUB"]} {
+		if walCRM && node == "crm" {
+			continue
+		}
 		conn, err := pgx.Connect(ctx, url)
 		require.NoError(b, err)
 		_, err = capture.Install(ctx, conn, node, cfg.TablesOnNode(node), "tandem.yaml")
@@ -175,6 +205,9 @@ func (r *benchRig) seed(b *testing.B, n int) {
 	insert := `INSERT INTO contacts (full_name, email, phone)
 		SELECT 'Person ' || i, 'p' || i || '@x.com', i::text FROM generate_series(1, $1::int) i`
 	if os.Getenv("BENCH_SEED") == "engine" {
+		if r.walCRM {
+			r.installCRMWAL(b)
+		}
 		r.exec(b, r.crm, insert, n)
 		var res engine.Result
 		c := r.timed(b, "seed", func(context.Context) { res = r.sync(b) })
@@ -198,6 +231,9 @@ func (r *benchRig) seed(b *testing.B, n int) {
 		r.exec(b, r.hub, "SELECT setval('hs_contacts_id_seq', $1)", n)
 		r.exec(b, r.ctl, `INSERT INTO tandem.links (sync_id, source_key, target_key)
 			SELECT $1, jsonb_build_object('id', i), jsonb_build_object('id', i) FROM generate_series(1, $2::int) i`, syncID, n)
+		if r.walCRM {
+			r.installCRMWAL(b)
+		}
 	}
 	res, err := r.eng.RunSync(context.Background(), syncID, "manual")
 	require.NoError(b, err)
@@ -334,9 +370,17 @@ func (r *benchRig) serverCPU() time.Duration {
 // the notifier's default debounce (5ms) and with 1ms. Targets: p50 < 10ms,
 // p99 < 50ms. run_only: the same changes, each synced by calling RunSync
 // with no daemon, timing the run.
-func BenchmarkLatency(b *testing.B) {
+func BenchmarkLatency(b *testing.B) { benchLatency(b, false) }
+
+// BenchmarkLatencyWAL: BenchmarkLatency with crm captured from its WAL
+// (capture: wal): the writer commits on the wal node, synchronous_commit on
+// (a walsender ships only flushed WAL). The daemon wakes on the stream, so
+// the debounce variants differ only for hubspot's side.
+func BenchmarkLatencyWAL(b *testing.B) { benchLatency(b, true) }
+
+func benchLatency(b *testing.B, walCRM bool) {
 	rows := pgtest.EnvInt("BENCH_LATENCY_ROWS", 10000)
-	r := newBenchRig(b)
+	r := newBenchRigWith(b, walCRM)
 	r.seed(b, rows)
 	wcfg, err := pgxpool.ParseConfig(r.urls["CRM"])
 	require.NoError(b, err)
@@ -361,6 +405,25 @@ func BenchmarkLatency(b *testing.B) {
 						round+1, len(lat), percentile(lat, 50), percentile(lat, 90), percentile(lat, 99), percentile(lat, 100))
 				}
 				stop()
+				b.ReportMetric(pgtest.Median(p50s), "p50_ms")
+				b.ReportMetric(pgtest.Median(p99s), "p99_ms")
+			}
+		})
+	}
+	if walCRM {
+		// PostgreSQL's own one-way logical replication of the same table,
+		// between the same two servers, on the same updates.
+		b.Run("subscription", func(b *testing.B) {
+			for range b.N {
+				var p50s, p99s []float64
+				poll := r.subscribe(b)
+				for round := range pgtest.EnvInt("BENCH_ROUNDS", 3) {
+					lat := latencies(b, writer, poll, rows, pgtest.EnvInt("BENCH_LATENCY_UPDATES", 200), &seq,
+						"SELECT phone FROM contacts WHERE id = $1")
+					p50s, p99s = append(p50s, percentile(lat, 50)), append(p99s, percentile(lat, 99))
+					b.Logf("round %d: %d updates: p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms",
+						round+1, len(lat), percentile(lat, 50), percentile(lat, 90), percentile(lat, 99), percentile(lat, 100))
+				}
 				b.ReportMetric(pgtest.Median(p50s), "p50_ms")
 				b.ReportMetric(pgtest.Median(p99s), "p99_ms")
 			}
@@ -440,23 +503,64 @@ func (r *benchRig) latencies(b *testing.B, writer *pgxpool.Pool, rows, n int, se
 	poll, err := pgx.Connect(ctx, r.urls["HUB"])
 	require.NoError(b, err)
 	defer poll.Close(ctx)
+	return latencies(b, writer, poll, rows, n, seq, "SELECT phone_number FROM hs_contacts WHERE email = 'p' || $1::bigint || '@x.com'")
+}
+
+// subscribe makes a database on the rig's cluster with a copy of crm's
+// contacts that PostgreSQL's own logical replication keeps in step, and
+// returns a connection to it.
+func (r *benchRig) subscribe(b *testing.B) *pgx.Conn {
+	b.Helper()
+	ctx := context.Background()
+	db := pgtest.UniqueName("bench_native")
+	require.NoError(b, r.c.CreateDB(ctx, db))
+	conn, err := pgx.Connect(ctx, r.c.URL(db))
+	require.NoError(b, err)
+	b.Cleanup(func() { conn.Close(ctx) })
+	_, err = conn.Exec(ctx, crmDDL)
+	require.NoError(b, err)
+	// The copy starts equal (rows copied by hand, not by the subscription).
+	rows, err := r.crm.Query(ctx, "SELECT id, full_name, email, phone FROM contacts")
+	require.NoError(b, err)
+	all, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) ([]any, error) { return row.Values() })
+	require.NoError(b, err)
+	_, err = conn.CopyFrom(ctx, pgx.Identifier{"contacts"}, []string{"id", "full_name", "email", "phone"}, pgx.CopyFromRows(all))
+	require.NoError(b, err)
+	slot := pgtest.UniqueName("native")
+	r.exec(b, r.crm, "CREATE PUBLICATION native FOR TABLE contacts")
+	r.exec(b, r.crm, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot)
+	_, err = conn.Exec(ctx, fmt.Sprintf(`CREATE SUBSCRIPTION %s CONNECTION '%s' PUBLICATION native
+		WITH (create_slot = false, slot_name = '%s', copy_data = false)`, slot, r.urls["CRM"], slot))
+	require.NoError(b, err)
+	b.Cleanup(func() {
+		_, _ = conn.Exec(ctx, fmt.Sprintf(`ALTER SUBSCRIPTION %[1]s DISABLE; ALTER SUBSCRIPTION %[1]s SET (slot_name = NONE); DROP SUBSCRIPTION %[1]s`, slot))
+	})
+	return conn
+}
+
+// latencies makes n single-row updates of contacts' phone through writer,
+// one at a time, and after each commit polls query ($1: the row's id)
+// until it returns the new value; it returns commit-to-visible times in ms.
+func latencies(b *testing.B, writer *pgxpool.Pool, poll *pgx.Conn, rows, n int, seq *int, query string) []float64 {
+	b.Helper()
+	ctx := context.Background()
 	pause := syscall.NsecToTimespec(int64(100 * time.Microsecond)) // between polls for the new value; the runtime timer would round this up to ~1ms
 	out := make([]float64, 0, n)
 	for range n {
 		*seq++
 		id := rand.IntN(rows) + 1
-		val, email := fmt.Sprintf("lat-%d", *seq), fmt.Sprintf("p%d@x.com", id)
+		val := fmt.Sprintf("lat-%d", *seq)
 		_, err := writer.Exec(ctx, "UPDATE contacts SET phone = $1 WHERE id = $2", val, id)
 		require.NoError(b, err)
 		committed := time.Now()
 		for {
 			var got *string
-			require.NoError(b, poll.QueryRow(ctx, "SELECT phone_number FROM hs_contacts WHERE email = $1", email).Scan(&got))
+			require.NoError(b, poll.QueryRow(ctx, query, id).Scan(&got))
 			if got != nil && *got == val {
 				break
 			}
 			if time.Since(committed) > time.Minute {
-				require.FailNow(b, "update never reached hubspot", "crm id %d, %q", id, val)
+				require.FailNow(b, "update never became visible", "crm id %d, %q", id, val)
 			}
 			_ = syscall.Nanosleep(&pause, nil)
 		}

@@ -215,10 +215,14 @@ func isFatal(err error) bool {
 
 // Status timing: the walsender drops a client silent for wal_sender_timeout
 // (60 s by default); a pending batch is written within flushDelay even if
-// the walsender never pauses.
+// the walsender never pauses, and when it pauses, at once unless the last
+// batch was written less than flushGap ago. A steady trickle of commits is
+// then written flushGap's worth at a time, not one control transaction per
+// node commit, while a lone commit after a quiet spell goes at once.
 const (
 	statusInterval = 10 * time.Second
 	flushDelay     = 20 * time.Millisecond
+	flushGap       = 3 * time.Millisecond
 	chunkRows      = 5000  // rows buffered before a COPY into the open control transaction
 	commitRows     = 50000 // rows after which the control transaction commits at the next node commit
 )
@@ -245,6 +249,8 @@ type stream struct {
 	buf       [][]any // rows not yet copied into tx
 	txRows    int64
 	txStarted time.Time
+	paused    bool      // the walsender said it has sent all it has (keepalive) since tx began
+	lastFlush time.Time // when the last control transaction committed
 	txEnd     pglogrepl.LSN // end of the last node transaction in tx
 }
 
@@ -283,6 +289,9 @@ func (s *stream) run(ctx context.Context) error {
 		deadline := nextStatus
 		if s.tx != nil && !s.inTxn {
 			deadline = s.txStarted.Add(flushDelay)
+			if s.paused {
+				deadline = s.lastFlush.Add(flushGap)
+			}
 		}
 		rctx, cancel := context.WithDeadline(ctx, deadline)
 		msg, err := conn.ReceiveMessage(rctx)
@@ -350,7 +359,14 @@ func (s *stream) handle(ctx context.Context, data []byte) error {
 			return s.status(k.ReplyRequested)
 		}
 		// The walsender has sent everything before ServerWALEnd: write what
-		// is pending, then all of it is done.
+		// is pending (now, or once flushGap has passed since the last
+		// write), then all of it is done.
+		if s.tx != nil {
+			s.paused = true
+			if time.Since(s.lastFlush) < flushGap {
+				return nil // the receive deadline writes it
+			}
+		}
 		if err := s.commit(ctx); err != nil {
 			return err
 		}
@@ -538,7 +554,7 @@ func (s *stream) commit(ctx context.Context) error {
 		return fmt.Errorf("control: committing a batch of node %s: %w", s.r.Node, err)
 	}
 	rows := s.txRows
-	s.tx, s.txRows = nil, 0
+	s.tx, s.txRows, s.paused, s.lastFlush = nil, 0, false, time.Now()
 	s.r.advance(s.txEnd, rows, nil, false)
 	return s.status(false)
 }
