@@ -249,8 +249,8 @@ type stream struct {
 	buf       [][]any // rows not yet copied into tx
 	txRows    int64
 	txStarted time.Time
-	paused    bool      // the walsender said it has sent all it has (keepalive) since tx began
-	lastFlush time.Time // when the last control transaction committed
+	paused    bool          // the walsender said it has sent all it has (keepalive) since tx began
+	lastFlush time.Time     // when the last control transaction committed
 	txEnd     pglogrepl.LSN // end of the last node transaction in tx
 }
 
