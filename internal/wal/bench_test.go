@@ -42,7 +42,9 @@ END $$`
 // PostgreSQL's own subscription, between the same two databases, has
 // applied them all (its slot confirms past them), in the same round.
 func BenchmarkStream(b *testing.B) {
-	c, err := pgtest.Start(pgtest.Options{})
+	// The launcher starts a subscription's worker at most once per
+	// wal_retrieve_retry_interval (5 s): rounds follow each other faster.
+	c, err := pgtest.Start(pgtest.Options{Settings: map[string]string{"wal_retrieve_retry_interval": "10ms"}})
 	require.NoError(b, err)
 	defer c.Stop()
 	ctx := context.Background()
