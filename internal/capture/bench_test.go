@@ -3,10 +3,7 @@ package capture_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strconv"
 	"testing"
 	"time"
@@ -65,21 +62,10 @@ func newBenchNode(b *testing.B, c *pgtest.Cluster, scale int, captured bool) *be
 	return n
 }
 
-var tpsRE = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
-
 // pgbench runs a script for the configured seconds and returns its tps.
 func (n *benchNode) pgbench(b *testing.B, script string, clients, seconds int) float64 {
 	b.Helper()
-	f := filepath.Join(b.TempDir(), "script.sql")
-	require.NoError(b, os.WriteFile(f, []byte(script), 0o644))
-	out, err := exec.Command(n.c.Bin("pgbench"), "-n", "-M", "prepared", "-c", strconv.Itoa(clients), "-j", strconv.Itoa(clients),
-		"-T", strconv.Itoa(seconds), "-f", f, "-d", n.c.URL(n.name)).CombinedOutput()
-	require.NoError(b, err, "pgbench: %s", out)
-	m := tpsRE.FindSubmatch(out)
-	require.NotNil(b, m, "pgbench output: %s", out)
-	tps, err := strconv.ParseFloat(string(m[1]), 64)
-	require.NoError(b, err)
-	return tps
+	return n.c.Pgbench(b, n.name, script, clients, seconds)
 }
 
 func (n *benchNode) exec(b *testing.B, sql string) {

@@ -3,11 +3,7 @@ package wal_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"regexp"
-	"strconv"
 	"testing"
 	"time"
 
@@ -201,23 +197,12 @@ func pgbenchDB(b *testing.B, c *pgtest.Cluster) *pgxpool.Pool {
 
 func dbName(p *pgxpool.Pool) string { return p.Config().ConnConfig.Database }
 
-var tpsRE = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
-
 func pgbench(b *testing.B, c *pgtest.Cluster, db string, seconds int) float64 {
 	b.Helper()
-	f := filepath.Join(b.TempDir(), "script.sql")
-	require.NoError(b, os.WriteFile(f, []byte(`\set aid random(1, 100000 * :scale)
+	return c.Pgbench(b, db, `\set aid random(1, 100000 * :scale)
 \set delta random(-5000, 5000)
 UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
-`), 0o644))
-	out, err := exec.Command(c.Bin("pgbench"), "-n", "-M", "prepared", "-c", "2", "-j", "2",
-		"-T", strconv.Itoa(seconds), "-f", f, "-d", c.URL(db)).CombinedOutput()
-	require.NoError(b, err, "pgbench: %s", out)
-	m := tpsRE.FindSubmatch(out)
-	require.NotNil(b, m, "pgbench output: %s", out)
-	tps, err := strconv.ParseFloat(string(m[1]), 64)
-	require.NoError(b, err)
-	return tps
+`, 2, seconds)
 }
 
 // dropSlots drops slots once their walsenders are gone.
