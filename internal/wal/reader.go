@@ -33,6 +33,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"strconv"
 	"sync"
 	"time"
 
@@ -65,14 +67,19 @@ type Reader struct {
 	Changed func()
 
 	mu       sync.Mutex
-	progress chan struct{} // closed and replaced whenever written or lastErr changes
-	written  pglogrepl.LSN // everything in the stream up to here is in change_log
-	rows     int64         // rows written since the reader started
-	lastErr  error         // the stream's last failure, nil once it streams again
-	fatal    bool          // lastErr will not go away by retrying
+	progress chan struct{}   // closed and replaced whenever written or lastErr changes
+	written  pglogrepl.LSN   // everything in the stream up to here is in change_log
+	rows     int64           // rows written since the reader started
+	marks    map[string]bool // the marks Pulls wait for: true once received, all before them written
+	lastErr  error           // the stream's last failure, nil once it streams again
+	fatal    bool            // lastErr will not go away by retrying
 	cancel   context.CancelFunc
 	done     chan struct{}
 }
+
+// pullPrefix is the prefix of the non-transactional logical message with
+// which Pull marks the WAL.
+const pullPrefix = "tandem.pull"
 
 // PullWait bounds how long [Reader.Pull] waits for the stream to catch up
 // while the stream is failing.
@@ -82,12 +89,28 @@ const PullWait = 30 * time.Second
 // in change_log, and how many rows the stream wrote meanwhile.
 func (r *Reader) Pull(ctx context.Context) (int64, error) {
 	r.start()
+	// A mark in the WAL after every commit acknowledged before this call:
+	// once the stream has received it, it has received them all. (Waiting
+	// for a WAL position instead could wait for good: the walsender's read
+	// position need not land exactly on the server's flush position.)
+	token := strconv.FormatUint(rand.Uint64(), 36)
+	r.mu.Lock()
+	if r.marks == nil {
+		r.marks = map[string]bool{}
+	}
+	r.marks[token] = false
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.marks, token)
+		r.mu.Unlock()
+	}()
 	var target pglogrepl.LSN
 	var retained *int64
-	if err := r.NodeDB.QueryRow(ctx, `SELECT pg_current_wal_flush_lsn(),
-		(SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1)`, r.Slot).
+	if err := r.NodeDB.QueryRow(ctx, `SELECT pg_logical_emit_message(false, '`+pullPrefix+`', $2),
+		(SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1)`, r.Slot, token).
 		Scan(&target, &retained); err != nil {
-		return 0, r.wrap("reading the WAL position", err)
+		return 0, r.wrap("marking the WAL position", err)
 	}
 	if retained == nil {
 		return 0, fmt.Errorf("node %s: replication slot %s does not exist (dropped?): run `tandem install %s` to create it; changes made since it was dropped are not captured", r.Node, r.Slot, r.Node)
@@ -104,9 +127,9 @@ func (r *Reader) Pull(ctx context.Context) (int64, error) {
 	failingSince := time.Time{}
 	for {
 		r.mu.Lock()
-		written, rows, err, fatal, progress := r.written, r.rows, r.lastErr, r.fatal, r.progress
+		written, rows, err, fatal, progress, seen := r.written, r.rows, r.lastErr, r.fatal, r.progress, r.marks[token]
 		r.mu.Unlock()
-		if written >= target {
+		if seen || written >= target {
 			return rows - before, nil
 		}
 		if err != nil {
@@ -356,7 +379,10 @@ func (s *stream) handle(ctx context.Context, data []byte) error {
 			return r.wrap("parsing keepalive", err)
 		}
 		if s.inTxn {
-			return s.status(k.ReplyRequested)
+			if k.ReplyRequested {
+				return s.status(false)
+			}
+			return nil
 		}
 		// The walsender has sent everything before ServerWALEnd: write what
 		// is pending (now, or once flushGap has passed since the last
@@ -421,9 +447,22 @@ func (s *stream) message(ctx context.Context, data []byte) error {
 		s.inTxn, s.at, s.origin = true, m.CommitTime, nil
 		s.skip = m.FinalLSN < s.resume
 	case *pglogrepl.LogicalDecodingMessage:
-		if m.Transactional && m.Prefix == capture.OriginPrefix {
+		switch {
+		case m.Transactional && m.Prefix == capture.OriginPrefix:
 			o := string(m.Content)
 			s.origin = &o
+		case !m.Transactional && m.Prefix == pullPrefix && !s.inTxn:
+			// A Pull's mark: everything committed before it has been
+			// received. Written now, it is all in change_log.
+			if err := s.commit(ctx); err != nil {
+				return err
+			}
+			r.mu.Lock()
+			if _, waiting := r.marks[string(m.Content)]; waiting { // else another reader's, or a Pull given up
+				r.marks[string(m.Content)] = true
+			}
+			r.mu.Unlock()
+			r.advance(0, 0, nil, false)
 		}
 	case *pglogrepl.RelationMessage:
 		return s.relation(ctx, m)
