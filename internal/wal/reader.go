@@ -20,6 +20,13 @@
 // the sync's id): the rows of that transaction get the sync as origin, as
 // trigger capture gives them the tandem.origin setting.
 //
+// # Caught up
+//
+// A run must see every change committed before it started (the echoes of
+// its last window among them). Pull writes a non-transactional logical
+// message with a token of its own into the node's WAL and waits until the
+// stream has received it and written everything before it.
+//
 // # Quiet tables
 //
 // The walsender reads every WAL record of the database, and when it has
