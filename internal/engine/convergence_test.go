@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-sync/tandem/internal/engine"
@@ -124,7 +125,10 @@ func convergenceUnderFire(t *testing.T, r *rig) {
 
 	crm := r.rows("crm", `SELECT concat_ws('|', full_name, email, phone) FROM contacts ORDER BY email`)
 	hub := r.rows("hubspot", `SELECT concat_ws('|', concat_ws(' ', firstname, lastname), email, phone_number) FROM hs_contacts ORDER BY email`)
-	require.Equal(t, crm, hub, "both sides hold the same mapped data")
+	if !assert.Equal(t, crm, hub, "both sides hold the same mapped data") {
+		dumpDifferences(t, r, crm, hub)
+		t.FailNow()
+	}
 	require.Zero(t, r.ctlInt(`SELECT count(*) FROM tandem.sync_errors WHERE resolved_at IS NULL`))
 
 	// No silent loss: every phone value an application wrote is on a side
@@ -164,4 +168,49 @@ func lostCandidates(t *testing.T, r *rig) []string {
 		                  AND (w -> 'vals' ->> 'phone' = a.new ->> a.col OR w -> 'vals' ->> 'phone_number' = a.new ->> a.col))
 		  AND NOT EXISTS (SELECT 1 FROM tandem.sync_conflicts k
 		                  WHERE position('"' || (a.new ->> a.col) || '"' IN concat(k.kept::text, k.lost::text)) > 0)`)
+}
+
+// dumpDifferences logs what tandem recorded of each row the two sides
+// disagree on: its changes on both nodes (markers included), link and
+// conflicts.
+func dumpDifferences(t *testing.T, r *rig, crm, hub []string) {
+	differ := map[string]bool{}
+	for _, row := range crm {
+		differ[row] = true
+	}
+	for _, row := range hub {
+		if differ[row] {
+			delete(differ, row)
+		} else {
+			differ[row] = true
+		}
+	}
+	for row := range differ {
+		email := strings.Split(row, "|")[1]
+		crmIDs := r.rows("crm", "SELECT id FROM contacts WHERE email = $1", email)
+		hubIDs := r.rows("hubspot", "SELECT id FROM hs_contacts WHERE email = $1", email)
+		t.Logf("row %q differs (crm ids %v, hubspot ids %v)", row, crmIDs, hubIDs)
+		for _, id := range crmIDs {
+			for _, h := range r.ctlRows(`SELECT concat_ws(' ', id, node, op, keys, old, new, origin, captured_at) FROM tandem.change_log
+				WHERE node = 'crm' AND (keys = jsonb_build_object('id', $1::bigint) OR (op = 'applied' AND new::text LIKE '%"key": {"id": ' || $1 || '}%'))
+				ORDER BY id`, id) {
+				t.Log("  ", h)
+			}
+			t.Log("  links", r.ctlRows(`SELECT concat_ws(' ', source_key, target_key) FROM tandem.links WHERE source_key = jsonb_build_object('id', $1::bigint)`, id))
+		}
+		for _, id := range hubIDs {
+			for _, h := range r.ctlRows(`SELECT concat_ws(' ', id, node, op, keys, old, new, origin, captured_at) FROM tandem.change_log
+				WHERE node = 'hubspot' AND (keys = jsonb_build_object('id', $1::bigint) OR (op = 'applied' AND new::text LIKE '%"key": {"id": ' || $1 || '}%'))
+				ORDER BY id`, id) {
+				t.Log("  ", h)
+			}
+			for _, h := range r.ctlRows(`SELECT concat_ws(' ', id, run_id, kind, source_key, target_key, resolution, kept, lost) FROM tandem.sync_conflicts
+				WHERE target_key = jsonb_build_object('id', $1::bigint) ORDER BY id`, id) {
+				t.Log("  conflict", h)
+			}
+		}
+	}
+	for _, h := range r.ctlRows(`SELECT concat_ws(' ', id, source_from, source_through, target_from, target_through, status, error) FROM tandem.sync_runs ORDER BY id`) {
+		t.Log("  run", h)
+	}
 }
