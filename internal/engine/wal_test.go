@@ -90,3 +90,24 @@ func TestDaemonWakesOnTheWALStream(t *testing.T) {
 	stop()
 	require.NoError(t, <-done)
 }
+
+// A row created on the wal node, then edited on the trigger node before and
+// after the creation's echoes are taken: every edit reaches the wal node.
+func TestWALNodeRowCreatedThereThenEditedElsewhere(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, walYAML("    conflict: latest_wins\n"), walNodes())
+	r.exec("hubspot", `INSERT INTO hs_contacts (firstname, lastname, email, phone_number) VALUES ('Hub', 'One', 'one@x', 'h1')`)
+	require.Equal(t, 1, r.run("contacts").Created)
+	// Edited on crm at once: the run takes the creation's marker and the edit together.
+	r.exec("crm", `UPDATE contacts SET phone = 'c1' WHERE email = 'one@x'`)
+	require.Equal(t, 1, r.run("contacts").Updated)
+	require.Equal(t, []string{"c1"}, r.rows("hubspot", "SELECT phone_number FROM hs_contacts"))
+	r.idle("contacts")
+	// Both sides edit it in one window, different fields: both edits stay.
+	r.exec("crm", `UPDATE contacts SET phone = 'c2' WHERE email = 'one@x'`)
+	r.exec("hubspot", `UPDATE hs_contacts SET lastname = 'Two' WHERE email = 'one@x'`)
+	r.run("contacts")
+	require.Equal(t, []string{"Hub Two|c2"}, r.rows("crm", "SELECT full_name, phone FROM contacts"))
+	require.Equal(t, []string{"Hub|Two|c2"}, r.rows("hubspot", "SELECT firstname, lastname, phone_number FROM hs_contacts"))
+	r.idle("contacts")
+}
