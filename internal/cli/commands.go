@@ -102,7 +102,8 @@ func runInstall(ctx context.Context, cfgPath string, args []string, env Env) err
 }
 
 // walSlot names a wal node's replication slot. Each control database reads
-// a node through a slot of its own, named after its instance id, so the
+// a node through a slot of its own, named after its instance id and the
+// node, so the
 // control database must be migrated before a wal node is installed.
 func walSlot(ctx context.Context, cfg *config.Config, node *config.Node) (string, error) {
 	const why = "capture: wal names the node's replication slot after the control database"
