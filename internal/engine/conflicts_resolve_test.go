@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -202,22 +201,14 @@ func TestResolveUpdateDeleteConflict(t *testing.T) {
 		// The earlier attempt, cut off while its COMMIT was on the way: it
 		// holds the sync's apply lock on crm, re-creates Ann there and
 		// records its share, then commits while the new attempt waits.
-		ghost, err := r.nodes["crm"].Pool.Begin(ctx)
-		require.NoError(t, err)
-		defer ghost.Rollback(ctx)
-		_, err = ghost.Exec(ctx, `SELECT set_config('tandem.origin', 'contacts', true),
-			pg_advisory_xact_lock(hashtext('tandem.apply'), hashtext('contacts/source'))`)
-		require.NoError(t, err)
+		ghost := r.holdApplyLock("crm", "source")
 		done := make(chan error, 1)
 		go func() { done <- r.eng.ResolveConflict(ctx, id, "target", nil, "dave") }()
-		require.Eventually(t, func() bool {
-			return r.nodeInt("crm", `SELECT count(*) FROM pg_stat_activity
-				WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory'`) == 1
-		}, 10*time.Second, 5*time.Millisecond, "the settlement never waited for the earlier attempt")
+		r.waitForAdvisoryLock("crm", "the settlement never waited for the earlier attempt")
 		var annID int
 		require.NoError(t, ghost.QueryRow(ctx, `INSERT INTO contacts (full_name, email, phone)
 			VALUES ('Ann Lee', 'ann@x.com', '111') RETURNING id`).Scan(&annID))
-		_, err = ghost.Exec(ctx, `INSERT INTO tandem.applied (sync_id, side, run_id, result) VALUES ($1, 'source', $2, $3)`,
+		_, err := ghost.Exec(ctx, `INSERT INTO tandem.applied (sync_id, side, run_id, result) VALUES ($1, 'source', $2, $3)`,
 			fmt.Sprintf("contacts#conflict:%d", id), id,
 			fmt.Sprintf(`{"insert": {"email": "ann@x.com", "full_name": "Ann Lee", "phone": "111"}, "created": {"id": %d}}`, annID))
 		require.NoError(t, err)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 )
 
@@ -46,19 +47,10 @@ func TestApplyWaitsForAnEarlierAttemptStillCommitting(t *testing.T) {
 	crmID := r.rows("crm", "SELECT id FROM contacts")[0]
 
 	// The earlier attempt: it holds the sync's apply lock on hubspot.
-	ghost, err := r.nodes["hubspot"].Pool.Begin(ctx)
-	require.NoError(t, err)
-	defer ghost.Rollback(ctx)
-	_, err = ghost.Exec(ctx, `SELECT set_config('tandem.origin', 'contacts', true),
-		pg_advisory_xact_lock(hashtext('tandem.apply'), hashtext('contacts/target'))`)
-	require.NoError(t, err)
-
+	ghost := r.holdApplyLock("hubspot", "target")
 	done := make(chan error, 1)
 	go func() { _, err := r.eng.RunSync(ctx, "contacts", "manual"); done <- err }()
-	require.Eventually(t, func() bool {
-		return r.nodeInt("hubspot", `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory'`) == 1
-	}, 10*time.Second, 5*time.Millisecond, "the apply never waited for the earlier attempt")
+	r.waitForAdvisoryLock("hubspot", "the apply never waited for the earlier attempt")
 
 	// The earlier attempt's writes and its record of the run, then its COMMIT.
 	runID := r.ctlInt("SELECT pending_run FROM tandem.sync_state WHERE sync_id = 'contacts'")
@@ -68,7 +60,7 @@ func TestApplyWaitsForAnEarlierAttemptStillCommitting(t *testing.T) {
 	ref := fmt.Sprintf(`from {"id":%s}`, crmID)
 	result := fmt.Sprintf(`{"created": [[%q, %q]], "done": [%q], "inserted": 1, "updated": 0, "deleted": 0}`,
 		ref, fmt.Sprintf(`{"id":%d}`, hubID), ref)
-	_, err = ghost.Exec(ctx, `INSERT INTO tandem.applied (sync_id, side, run_id, result) VALUES ('contacts', 'target', $1, $2)
+	_, err := ghost.Exec(ctx, `INSERT INTO tandem.applied (sync_id, side, run_id, result) VALUES ('contacts', 'target', $1, $2)
 		ON CONFLICT (sync_id, side) DO UPDATE SET run_id = excluded.run_id, result = excluded.result`, runID, result)
 	require.NoError(t, err)
 	require.NoError(t, ghost.Commit(ctx))
@@ -79,4 +71,28 @@ func TestApplyWaitsForAnEarlierAttemptStillCommitting(t *testing.T) {
 	require.Equal(t, []string{"ann@x.com"}, r.rows("hubspot", "SELECT email FROM hs_contacts"), "inserted once")
 	require.Equal(t, 1, r.ctlInt("SELECT count(*) FROM tandem.links"))
 	require.Equal(t, []string{"ann@x.com"}, r.rows("crm", "SELECT email FROM contacts"))
+}
+
+// holdApplyLock begins a transaction on node that holds the contacts
+// sync's apply lock for side, as an earlier attempt still committing
+// would; it rolls back when the test ends unless committed first.
+func (r *rig) holdApplyLock(node, side string) pgx.Tx {
+	r.t.Helper()
+	ctx := context.Background()
+	tx, err := r.nodes[node].Pool.Begin(ctx)
+	require.NoError(r.t, err)
+	r.t.Cleanup(func() { tx.Rollback(ctx) })
+	_, err = tx.Exec(ctx, `SELECT set_config('tandem.origin', 'contacts', true),
+		pg_advisory_xact_lock(hashtext('tandem.apply'), hashtext('contacts/' || $1))`, side)
+	require.NoError(r.t, err)
+	return tx
+}
+
+// waitForAdvisoryLock waits until a session on node waits for an advisory lock.
+func (r *rig) waitForAdvisoryLock(node, msg string) {
+	r.t.Helper()
+	require.Eventually(r.t, func() bool {
+		return r.nodeInt(node, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory'`) == 1
+	}, 10*time.Second, 5*time.Millisecond, msg)
 }
