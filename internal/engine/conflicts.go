@@ -212,6 +212,7 @@ func (e *Engine) ResolveConflict(ctx context.Context, id int64, take string, val
 	if err := r.recordSettlement(ctx, &c, d, newKey, by); err != nil {
 		return fmt.Errorf("conflict %d: applied to both nodes, but %w", id, err)
 	}
+	r.forgetSettled(ctx, c.ID)
 	return nil
 }
 

@@ -236,6 +236,10 @@ func TestResolveUpdateDeleteConflict(t *testing.T) {
 		require.Equal(t, []string{`{"id": 2}|{"id": 2}`, `{"id": 3}|{"id": 1}`},
 			r.ctlRows("SELECT source_key::text, target_key::text FROM tandem.links ORDER BY source_key"))
 		require.Equal(t, []string{"resolved|manual:target"}, r.ctlRows(`SELECT status, resolution FROM tandem.sync_conflicts WHERE id = $1`, id))
+		for _, node := range []string{"crm", "hubspot"} {
+			require.Zero(t, r.nodeInt(node, `SELECT count(*) FROM tandem.applied WHERE sync_id LIKE '%#conflict:%'`),
+				"%s keeps the settlement's record after the control database has the conflict resolved", node)
+		}
 		r.idle("contacts")
 	})
 }

@@ -72,3 +72,18 @@ func (s *side) recordSettled(ctx context.Context, tx pgx.Tx, syncID string, conf
 	}
 	return nil
 }
+
+// forgetSettled deletes the nodes' records of a conflict's settlement once
+// the control database has it resolved: a resolved conflict is never
+// settled again, so they would only accumulate. A node that cannot be
+// reached keeps its row, which is harmless; the next resolution there
+// does not look at it.
+func (r *syncRun) forgetSettled(ctx context.Context, conflict int64) {
+	for _, s := range r.sides() {
+		_, err := s.Pool.Exec(ctx, `DELETE FROM tandem.applied WHERE sync_id = $1 AND side = $2`,
+			settledID(r.cfg.ID, conflict), s.Which.String())
+		if err != nil {
+			r.e.logger().Warn("could not delete a settled conflict's record", "node", s.Node, "conflict", conflict, "err", err)
+		}
+	}
+}
