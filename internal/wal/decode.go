@@ -63,10 +63,7 @@ func (d *decoder) object(rel *relation, t *pglogrepl.TupleData, keep func(i int)
 	return append(b, '}'), nil
 }
 
-// value appends one column's value as to_jsonb would render it: numbers
-// and booleans as JSON numbers and booleans, json and jsonb as themselves,
-// dates and times in ISO 8601, arrays as JSON arrays, anything else as the
-// string of its text form.
+// value appends one column's value as to_jsonb would render it.
 func (d *decoder) value(b []byte, oid uint32, c *pglogrepl.TupleDataColumn) ([]byte, error) {
 	if c.DataType == pglogrepl.TupleDataTypeNull {
 		return append(b, "null"...), nil
@@ -74,7 +71,14 @@ func (d *decoder) value(b []byte, oid uint32, c *pglogrepl.TupleDataColumn) ([]b
 	if c.DataType != pglogrepl.TupleDataTypeText {
 		return nil, fmt.Errorf("unexpected tuple data kind %q (binary output is not requested)", c.DataType)
 	}
-	text := c.Data
+	return d.text(b, oid, c.Data)
+}
+
+// text appends a value given in its text form as to_jsonb would render it:
+// numbers and booleans as JSON numbers and booleans, json and jsonb as
+// themselves, timestamps in ISO 8601, arrays as JSON arrays of their
+// elements so rendered, anything else as the string of its text form.
+func (d *decoder) text(b []byte, oid uint32, text []byte) ([]byte, error) {
 	switch oid {
 	case pgtype.BoolOID:
 		if string(text) == "t" {
@@ -90,31 +94,53 @@ func (d *decoder) value(b []byte, oid uint32, c *pglogrepl.TupleDataColumn) ([]b
 		}
 		return append(b, text...), nil
 	case pgtype.JSONOID, pgtype.JSONBOID:
-		if !json.Valid(text) {
-			return nil, fmt.Errorf("invalid json value")
-		}
 		var buf bytes.Buffer
 		if err := json.Compact(&buf, text); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("invalid json value: %w", err)
 		}
 		return append(b, buf.Bytes()...), nil
 	case pgtype.TimestampOID, pgtype.TimestamptzOID:
 		return appendString(b, isoTimestamp(string(text), oid == pgtype.TimestamptzOID)), nil
 	}
 	if t, ok := d.types.TypeForOID(oid); ok {
-		if _, isArray := t.Codec.(*pgtype.ArrayCodec); isArray {
-			v, err := t.Codec.DecodeValue(d.types, oid, pgtype.TextFormatCode, text)
-			if err != nil {
+		if ac, isArray := t.Codec.(*pgtype.ArrayCodec); isArray {
+			// The array literal's syntax is the same whatever the element
+			// type: parse it as text[], render each element by its type.
+			var arr pgtype.Array[*string]
+			if err := d.types.Scan(pgtype.TextArrayOID, pgtype.TextFormatCode, text, &arr); err != nil {
 				return nil, fmt.Errorf("decoding array: %w", err)
 			}
-			j, err := json.Marshal(v)
-			if err != nil {
-				return nil, fmt.Errorf("encoding array: %w", err)
-			}
-			return append(b, j...), nil
+			return d.array(b, ac.ElementType.OID, arr.Elements, arr.Dims)
 		}
 	}
 	return appendString(b, string(text)), nil
+}
+
+// array appends elements shaped by dims as nested JSON arrays.
+func (d *decoder) array(b []byte, elemOID uint32, elems []*string, dims []pgtype.ArrayDimension) ([]byte, error) {
+	b = append(b, '[')
+	if len(dims) == 0 {
+		return append(b, ']'), nil
+	}
+	n := int(dims[0].Length)
+	per := len(elems) / max(n, 1)
+	for i := range n {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		var err error
+		if len(dims) > 1 {
+			b, err = d.array(b, elemOID, elems[i*per:(i+1)*per], dims[1:])
+		} else if elems[i] == nil {
+			b = append(b, "null"...)
+		} else {
+			b, err = d.text(b, elemOID, []byte(*elems[i]))
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return append(b, ']'), nil
 }
 
 // isoTimestamp turns a timestamp in DateStyle ISO ("2024-01-02

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
@@ -321,4 +322,38 @@ func holdSlot(t *testing.T, r *walRig) *pgconn.PgConn {
 		return err == nil
 	}, 10*time.Second, 10*time.Millisecond)
 	return conn
+}
+
+// A row of many types comes out of the stream as to_jsonb renders it (the
+// session in UTC, as the stream renders timestamps).
+func TestValuesAreRenderedAsToJSONBRendersThem(t *testing.T) {
+	t.Parallel()
+	r := newWALRig(t, pgtest.Shared(t))
+	r.node.Exec(t, `CREATE TYPE mood AS ENUM ('sad', 'ok');
+		CREATE TABLE typed (id bigint PRIMARY KEY, i2 smallint, i4 int, f4 real, f8 double precision, n numeric,
+			b boolean, t text, vc varchar(10), d date, ts timestamp, tstz timestamptz, tm time, iv interval,
+			u uuid, by bytea, j json, jb jsonb, ia int[], ta text[], na numeric[], tsa timestamptz[], m mood, inet inet);
+		ALTER PUBLICATION tandem ADD TABLE typed`)
+	rd := r.reader()
+	r.pull(rd)
+	r.node.Exec(t, `INSERT INTO typed VALUES (1, -2, 40000, 1.5, 2.25, 12345678901234567890.123, true, 'a "q" \ b', 'v',
+		'2024-02-29', '2024-02-29 23:59:59.123456', '2024-02-29 23:59:59.5+02', '10:11:12', '1 day 02:03:04',
+		'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\x00ff', '{"a": [1, "x"]}', '{"b": {"c": null}}',
+		'{1,NULL,3}', '{"x y",z}', '{1.5,NaN}', '{"2024-01-01 00:00:00+00"}', 'ok', '10.0.0.1/8')`)
+	r.node.Exec(t, `INSERT INTO typed (id, ia, ta) VALUES (2, '{}', '{{a,b},{c,NULL}}')`)
+	require.Len(t, r.pull(rd), 2)
+	for id := 1; id <= 2; id++ {
+		var doc string // as change_log holds it: no float64 on the way
+		require.NoError(t, r.ctl.Pool.QueryRow(context.Background(),
+			`SELECT new::text FROM tandem.change_log WHERE table_name = 'public.typed' AND keys = jsonb_build_object('id', $1::int)`, id).Scan(&doc))
+		var same bool
+		var want string
+		require.NoError(t, pgx.BeginFunc(context.Background(), r.node.Pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(context.Background(), `SET LOCAL TimeZone = 'UTC'`); err != nil {
+				return err
+			}
+			return tx.QueryRow(context.Background(), `SELECT to_jsonb(x) = $1::jsonb, to_jsonb(x)::text FROM typed x WHERE id = $2`, doc, id).Scan(&same, &want)
+		}))
+		require.True(t, same, "stream: %s\nto_jsonb: %s", doc, want)
+	}
 }
