@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -89,22 +91,24 @@ func BenchmarkStream(b *testing.B) {
 			start = time.Now()
 			_, err = replica.Exec(ctx, fmt.Sprintf(`ALTER SUBSCRIPTION %s ENABLE`, nativeSlot))
 			require.NoError(b, err)
-			for {
-				var done bool
+			// Polled every millisecond: the subscription says nothing when it is done.
+			poll := time.NewTicker(time.Millisecond)
+			for done := false; !done; {
 				require.NoError(b, node.QueryRow(ctx, `SELECT confirmed_flush_lsn >= $2::pg_lsn FROM pg_replication_slots WHERE slot_name = $1`,
 					nativeSlot, target.String()).Scan(&done))
-				if done {
-					break
+				require.Less(b, time.Since(start), 10*time.Minute, "the subscription never caught up")
+				if !done {
+					<-poll.C
 				}
-				time.Sleep(time.Millisecond)
 			}
+			poll.Stop()
 			nativeTime := time.Since(start)
 			var applied int
 			require.NoError(b, replica.QueryRow(ctx, `SELECT count(*) FROM items WHERE name LIKE 'r%'`).Scan(&applied))
 			require.Equal(b, rows, applied, "the subscription applied every update")
 			_, err = replica.Exec(ctx, fmt.Sprintf(`ALTER SUBSCRIPTION %[1]s DISABLE; ALTER SUBSCRIPTION %[1]s SET (slot_name = NONE); DROP SUBSCRIPTION %[1]s`, nativeSlot))
 			require.NoError(b, err)
-			require.NoError(b, dropSlots(node, slot, nativeSlot))
+			require.NoError(b, dropSlots(c, node, slot, nativeSlot))
 
 			tr, nr := float64(rows)/tandemTime.Seconds(), float64(rows)/nativeTime.Seconds()
 			tandemRates, nativeRates, ratios = append(tandemRates, tr), append(nativeRates, nr), append(ratios, tr/nr)
@@ -146,7 +150,7 @@ func BenchmarkWriteOverhead(b *testing.B) {
 	_, err = node.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, slot)
 	require.NoError(b, err)
 	rd := &wal.Reader{Node: "bench", NodeDB: node, Control: ctl, Slot: slot}
-	defer func() { rd.Close(); require.NoError(b, dropSlots(node, slot)) }()
+	defer func() { rd.Close(); require.NoError(b, dropSlots(walC, node, slot)) }()
 	_, err = rd.Pull(ctx) // streaming from here on
 	require.NoError(b, err)
 
@@ -205,20 +209,19 @@ UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
 `, 2, seconds)
 }
 
-// dropSlots drops slots once their walsenders are gone.
-func dropSlots(pool *pgxpool.Pool, slots ...string) error {
+// dropSlots drops slots of a node once their walsenders are gone
+// (DROP_REPLICATION_SLOT ... WAIT, a replication command, waits for that).
+func dropSlots(c *pgtest.Cluster, pool *pgxpool.Pool, slots ...string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	conn, err := pgconn.Connect(ctx, (&pgtest.DB{URL: c.URL(dbName(pool))}).ReplicationURL())
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
 	for _, s := range slots {
-		for {
-			_, err := pool.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, s)
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return fmt.Errorf("dropping slot %s: %w", s, err)
-			}
-			time.Sleep(10 * time.Millisecond)
+		if _, err := conn.Exec(ctx, "DROP_REPLICATION_SLOT "+pgx.Identifier{s}.Sanitize()+" WAIT").ReadAll(); err != nil {
+			return fmt.Errorf("dropping slot %s: %w", s, err)
 		}
 	}
 	return nil
