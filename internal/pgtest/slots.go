@@ -61,9 +61,14 @@ func (db *DB) dropSlots(ctx context.Context) error {
 	if err != nil || len(names) == 0 {
 		return err
 	}
-	// DROP_REPLICATION_SLOT ... WAIT (a replication command) waits until a
-	// terminated session has released the slot; pg_drop_replication_slot
-	// would fail while it is still exiting.
+	return db.DropSlots(ctx, names...)
+}
+
+// DropSlots drops replication slots of db once their sessions have
+// released them: DROP_REPLICATION_SLOT ... WAIT (a replication command)
+// waits for that, where pg_drop_replication_slot would fail while a
+// terminated or closed session is still exiting.
+func (db *DB) DropSlots(ctx context.Context, names ...string) error {
 	rconn, err := pgconn.Connect(ctx, db.ReplicationURL())
 	if err != nil {
 		return err

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -209,20 +207,9 @@ UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
 `, 2, seconds)
 }
 
-// dropSlots drops slots of a node once their walsenders are gone
-// (DROP_REPLICATION_SLOT ... WAIT, a replication command, waits for that).
+// dropSlots drops slots of a node once their walsenders are gone.
 func dropSlots(c *pgtest.Cluster, pool *pgxpool.Pool, slots ...string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	conn, err := pgconn.Connect(ctx, (&pgtest.DB{URL: c.URL(dbName(pool))}).ReplicationURL())
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
-	for _, s := range slots {
-		if _, err := conn.Exec(ctx, "DROP_REPLICATION_SLOT "+pgx.Identifier{s}.Sanitize()+" WAIT").ReadAll(); err != nil {
-			return fmt.Errorf("dropping slot %s: %w", s, err)
-		}
-	}
-	return nil
+	return (&pgtest.DB{URL: c.URL(dbName(pool))}).DropSlots(ctx, slots...)
 }
