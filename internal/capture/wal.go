@@ -36,5 +36,5 @@ func SlotName(instanceID, node string) string {
 		}
 	}
 	sum := sha256.Sum256([]byte(strings.ToLower(instanceID) + "/" + node))
-	return "tandem_" + b.String() + "_" + hex.EncodeToString(sum[:8])
+	return slotPrefix + b.String() + "_" + hex.EncodeToString(sum[:8])
 }

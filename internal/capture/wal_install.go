@@ -27,6 +27,10 @@ var validSlot = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
 // arrive under its own name (the one in tandem.yaml), not its partitions'.
 const publishOptions = "publish = 'insert, update, delete, truncate', publish_via_partition_root = true"
 
+// canReplicateSQL tells whether the current role may create, read and drop
+// replication slots: superuser or REPLICATION.
+const canReplicateSQL = `coalesce((SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user), false)`
+
 // walServer is what a node offers logical replication.
 type walServer struct {
 	walLevel     string
@@ -45,7 +49,7 @@ func readWALServer(ctx context.Context, q Querier) (*walServer, error) {
 		SELECT current_setting('wal_level'), current_setting('max_wal_senders')::int,
 		       (SELECT count(*) FROM pg_replication_slots), current_setting('max_replication_slots')::int,
 		       current_user, current_database(),
-		       coalesce((SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user), false),
+		       `+canReplicateSQL+`,
 		       has_database_privilege(current_database(), 'CREATE')`).Scan(
 		&s.walLevel, &s.walSenders, &s.usedSlots, &s.maxSlots, &s.role, &s.database, &s.canReplicate, &s.canCreate)
 	if err != nil {
@@ -299,9 +303,9 @@ func planSlot(p *Plan, node string, have *slot, srv *walServer, probs *config.Pr
 	case have.ours && have.plugin == "pgoutput":
 		// present: the stream resumes where it stopped
 	case have.kind == "logical" && have.database != srv.database:
-		// Slot names are per server: two wal nodes of one server read by
-		// the same control database would need the same slot.
-		probs.Add(0, path, "replication slot %s already exists for database %s on node %s's server; slot names are per server, so one control database reads one wal node per PostgreSQL server. If that slot is stale, drop it: %s", p.Slot, have.database, node, drop)
+		// Slot names are per server, and the name carries the node's: the
+		// same node name configured for two databases of one server.
+		probs.Add(0, path, "replication slot %s already exists for database %s on node %s's server; slot names are per server, and this name is node %s's for this control database: is another database of this server configured as node %s? If that slot is stale, drop it: %s", p.Slot, have.database, node, node, node, drop)
 	default:
 		probs.Add(0, path, "replication slot %s on node %s is a %s slot (plugin %q), not a pgoutput slot of this database: tandem cannot read through it. If it is stale, drop it: %s", p.Slot, node, have.kind, have.plugin, drop)
 	}
@@ -395,8 +399,7 @@ type walLeftovers struct {
 func readWALLeftovers(ctx context.Context, q Querier) (*walLeftovers, error) {
 	l := &walLeftovers{}
 	err := q.QueryRow(ctx, `
-		SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1), current_user,
-		       coalesce((SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user), false)`,
+		SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1), current_user, `+canReplicateSQL,
 		Publication).Scan(&l.publication, &l.role, &l.canReplicate)
 	if err != nil {
 		return nil, fmt.Errorf("looking for publication %s: %w", Publication, err)

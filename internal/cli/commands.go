@@ -200,6 +200,7 @@ func runStatus(ctx context.Context, cfgPath string, args []string, env Env) erro
 	tw := tabwriter.NewWriter(env.Stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tCAPTURE\tQUEUED\tOLDEST\tQUEUE SIZE\tCONSUMERS\tTAKEN\tLAST TAKEN")
 	nodes := map[string]*nodeStatus{}
+	slots := map[string]*slotStatus{} // of wal nodes
 	var failed []string
 	for _, name := range cfg.NodeNames {
 		node := cfg.Nodes[name]
@@ -210,7 +211,14 @@ func runStatus(ctx context.Context, cfgPath string, args []string, env Env) erro
 				tables = append(tables, t.Schema+"."+t.Name)
 			}
 		}
-		ns, err := readNodeStatus(ctx, node, tables, ctl.positions[name])
+		slot := "" // a wal node's slot, when the control database names it
+		if node.Capture == config.CaptureWAL && ctl.instance != "" {
+			slot = capture.SlotName(ctl.instance, name)
+		}
+		ns, err := readNodeStatus(ctx, node, tables, ctl.positions[name], slot)
+		if ns != nil && ns.slot != nil {
+			slots[name] = ns.slot
+		}
 		if err != nil {
 			// The row says so; the (often multi-line) error goes below the table.
 			fmt.Fprintf(tw, "%s\t%s\tunavailable (see below)\n", name, node.Capture)
@@ -226,7 +234,7 @@ func runStatus(ctx context.Context, cfgPath string, args []string, env Env) erro
 		}
 	}
 	tw.Flush()
-	printSlots(ctx, env, cfg, ctl.instance, ctl.taken)
+	printSlots(env, cfg, slots, ctl.taken)
 	if ctl.err == nil {
 		fmt.Fprintln(env.Stdout)
 		printSyncs(env, cfg, ctl.syncs, nodes)

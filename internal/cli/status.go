@@ -216,20 +216,28 @@ func qualified(e config.Endpoint) string { return e.Schema() + "." + e.Name() }
 // nodeStatus is what status reads from one node.
 type nodeStatus struct {
 	queue  capture.QueueStats
-	queued []queued // not yet taken, for the tables syncs use
+	queued []queued    // not yet taken, for the tables syncs use
+	slot   *slotStatus // a wal node's replication slot (nil: not read)
 }
 
-// readNodeStatus reads a node's queue statistics and, when tables is not
-// empty, what of their changes the control database has not taken (pos).
-func readNodeStatus(ctx context.Context, node *config.Node, tables []string, pos queuePosition) (*nodeStatus, error) {
+// readNodeStatus reads a node's queue statistics, when tables is not empty
+// what of their changes the control database has not taken (pos), and when
+// slot is not empty that replication slot. On an error after the slot was
+// read, the slot comes back with it.
+func readNodeStatus(ctx context.Context, node *config.Node, tables []string, pos queuePosition, slot string) (*nodeStatus, error) {
 	conn, err := connectNode(ctx, node)
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Close(ctx)
 	var ns nodeStatus
+	if slot != "" { // first: a node without capture schema still has a slot to show (or miss)
+		if ns.slot, err = readSlotStatus(ctx, conn, node.Name, slot); err != nil {
+			return nil, err
+		}
+	}
 	if ns.queue, err = capture.ReadQueueStats(ctx, conn); err != nil {
-		return nil, fmt.Errorf("node %s: %w", node.Name, err)
+		return &ns, fmt.Errorf("node %s: %w", node.Name, err)
 	}
 	if len(tables) == 0 {
 		return &ns, nil

@@ -47,12 +47,16 @@ func (e *Engine) walWake() chan string {
 	return e.wake
 }
 
-// nodeReader serializes pulls of one node: several syncs share it. A
-// trigger node has r, a wal node w.
+// nodeReader serializes pulls of one node: several syncs share it.
 type nodeReader struct {
 	mu sync.Mutex
-	r  *capture.Reader
-	w  *wal.Reader
+	r  puller
+}
+
+// puller moves a node's captured changes into change_log: a
+// *capture.Reader (trigger capture) or a *wal.Reader (capture: wal).
+type puller interface {
+	Pull(ctx context.Context) (capture.PullResult, error)
 }
 
 // Result says what one run did.
@@ -104,12 +108,12 @@ func (e *Engine) init(ctx context.Context) error {
 	readers := map[string]*nodeReader{}
 	for name, pool := range e.Nodes {
 		n := e.Config.Nodes[name]
-		if n != nil && n.Capture == config.CaptureWAL {
+		if e.isWAL(name) {
 			keys := map[string][]string{}
 			for _, t := range e.Config.TablesOnNode(name) {
 				keys[t.Schema+"."+t.Name] = t.Key
 			}
-			readers[name] = &nodeReader{w: &wal.Reader{Node: name, NodeDB: pool, Control: e.Control,
+			readers[name] = &nodeReader{r: &wal.Reader{Node: name, NodeDB: pool, Control: e.Control,
 				Slot: capture.SlotName(id, name), Keys: keys, MaxRetained: n.MaxRetainedWAL, Logger: e.logger(), Changed: func() {
 					select {
 					case e.walWake() <- name:
@@ -134,8 +138,8 @@ func (e *Engine) Close() {
 	e.initMu.Lock()
 	defer e.initMu.Unlock()
 	for _, nr := range e.readers {
-		if nr.w != nil {
-			nr.w.Close()
+		if c, ok := nr.r.(interface{ Close() }); ok {
+			c.Close()
 		}
 	}
 }
@@ -157,10 +161,6 @@ func (e *Engine) Pull(ctx context.Context, node string) (capture.PullResult, err
 	}
 	nr.mu.Lock()
 	defer nr.mu.Unlock()
-	if nr.w != nil {
-		n, err := nr.w.Pull(ctx)
-		return capture.PullResult{Rows: n}, err
-	}
 	return nr.r.Pull(ctx)
 }
 

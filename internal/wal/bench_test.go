@@ -80,10 +80,10 @@ func BenchmarkStream(b *testing.B) {
 
 			rd := &wal.Reader{Node: "bench", NodeDB: node, Control: ctl, Slot: slot}
 			start := time.Now()
-			n, err := rd.Pull(ctx)
+			res, err := rd.Pull(ctx)
 			tandemTime := time.Since(start)
 			require.NoError(b, err)
-			require.EqualValues(b, rows, n)
+			require.EqualValues(b, rows, res.Rows)
 			rd.Close()
 
 			start = time.Now()

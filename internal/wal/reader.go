@@ -9,9 +9,10 @@
 // transaction's boundary, and each writes the node's cursor (the LSN the
 // stream has been written up to) with its rows. Only after that commit is
 // the slot's confirmed position advanced to the cursor. A reader that
-// restarts asks the slot to start at the cursor and skips any transaction
-// whose commit lies before it (the slot may lag the cursor by one commit),
-// so a crash at any point neither loses nor repeats a change.
+// restarts asks the slot to start at the cursor, and the walsender skips
+// every transaction that committed before it (the slot may lag the cursor
+// by the batches a crash kept it from confirming), so a crash at any point
+// neither loses nor repeats a change.
 //
 // # Echoes
 //
@@ -93,8 +94,8 @@ const pullPrefix = "tandem.pull"
 const PullWait = 30 * time.Second
 
 // Pull returns once every change committed on the node before the call is
-// in change_log, and how many rows the stream wrote meanwhile.
-func (r *Reader) Pull(ctx context.Context) (int64, error) {
+// in change_log, with how many rows the stream wrote meanwhile.
+func (r *Reader) Pull(ctx context.Context) (capture.PullResult, error) {
 	r.start()
 	// A mark in the WAL after every commit acknowledged before this call:
 	// once the stream has received it, it has received them all. (Waiting
@@ -117,16 +118,16 @@ func (r *Reader) Pull(ctx context.Context) (int64, error) {
 	if err := r.NodeDB.QueryRow(ctx, `SELECT pg_logical_emit_message(false, '`+pullPrefix+`', $2),
 		(SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1)`, r.Slot, token).
 		Scan(&target, &retained); err != nil {
-		return 0, r.wrap("marking the WAL position", err)
+		return capture.PullResult{}, r.wrap("marking the WAL position", err)
 	}
 	if retained == nil {
-		return 0, fmt.Errorf("node %s: replication slot %s does not exist (dropped?): run `tandem install %s` to create it; changes made since it was dropped are not captured", r.Node, r.Slot, r.Node)
+		return capture.PullResult{}, fmt.Errorf("node %s: replication slot %s does not exist (dropped?): run `tandem install %s` to create it; changes made since it was dropped are not captured", r.Node, r.Slot, r.Node)
 	}
 	if r.MaxRetained > 0 && *retained > r.MaxRetained {
 		err := fmt.Errorf("node %s: replication slot %s holds back %d MB of WAL, over max_retained_wal (%d MB): is the stream stuck or this node's syncs failing? (see `tandem status`)",
 			r.Node, r.Slot, *retained>>20, r.MaxRetained>>20)
 		r.logger().Error("retained WAL over its cap", "node", r.Node, "slot", r.Slot, "retained_bytes", *retained, "max_retained_wal", r.MaxRetained)
-		return 0, err
+		return capture.PullResult{}, err
 	}
 	r.mu.Lock()
 	before := r.rows
@@ -137,23 +138,23 @@ func (r *Reader) Pull(ctx context.Context) (int64, error) {
 		written, rows, err, fatal, progress, seen := r.written, r.rows, r.lastErr, r.fatal, r.progress, r.marks[token]
 		r.mu.Unlock()
 		if seen || written >= target {
-			return rows - before, nil
+			return capture.PullResult{Rows: rows - before}, nil
 		}
 		if err != nil {
 			if fatal {
-				return 0, err
+				return capture.PullResult{}, err
 			}
 			if failingSince.IsZero() {
 				failingSince = time.Now()
 			} else if time.Since(failingSince) > PullWait {
-				return 0, fmt.Errorf("node %s: the WAL stream is %s behind and failing: %w", r.Node, time.Since(failingSince).Round(time.Second), err)
+				return capture.PullResult{}, fmt.Errorf("node %s: the WAL stream is %s behind and failing: %w", r.Node, time.Since(failingSince).Round(time.Second), err)
 			}
 		} else {
 			failingSince = time.Time{}
 		}
 		select {
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return capture.PullResult{}, ctx.Err()
 		case <-progress:
 		case <-time.After(time.Second):
 		}
@@ -265,12 +266,11 @@ type stream struct {
 	rels     map[uint32]*relation
 	streamed bool // received something: the connection worked
 
-	resume   pglogrepl.LSN // the cursor when the stream started: commits before it are done
+	resume   pglogrepl.LSN // the cursor when the stream started: the walsender skips commits before it
 	reported pglogrepl.LSN // last position confirmed to the server
 
 	// The node transaction being received.
 	inTxn  bool
-	skip   bool // committed before resume: already in change_log
 	at     time.Time
 	origin *string
 
@@ -452,7 +452,6 @@ func (s *stream) message(ctx context.Context, data []byte) error {
 	switch m := m.(type) {
 	case *pglogrepl.BeginMessage:
 		s.inTxn, s.at, s.origin = true, m.CommitTime, nil
-		s.skip = m.FinalLSN < s.resume
 	case *pglogrepl.LogicalDecodingMessage:
 		switch {
 		case m.Transactional && m.Prefix == capture.OriginPrefix:
@@ -489,9 +488,6 @@ func (s *stream) message(ctx context.Context, data []byte) error {
 		}
 	case *pglogrepl.CommitMessage:
 		s.inTxn = false
-		if s.skip {
-			return nil
-		}
 		if s.tx == nil {
 			// A transaction with nothing of ours (its message only): done.
 			return nil
@@ -536,9 +532,6 @@ func (s *stream) primaryKey(ctx context.Context, schema, name string) ([]string,
 
 // change decodes one row change into the open control transaction.
 func (s *stream) change(ctx context.Context, relID uint32, decode func(*relation) ([]row, error)) error {
-	if s.skip {
-		return nil
-	}
 	rel := s.rels[relID]
 	if rel == nil {
 		return s.r.wrap("decoding pgoutput", fmt.Errorf("change for relation %d before its RELATION message", relID))
