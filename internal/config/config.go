@@ -82,6 +82,7 @@ type Sync struct {
 	Target    Endpoint
 	Direction string        // one of the Direction constants; default bidirectional
 	Conflict  string        // one of the Conflict constants; default latest_wins
+	Initial   string        // how the initial sync settles rows that differ; default Conflict
 	Interval  time.Duration // fallback poll; default DefaultInterval
 	Match     []string      // mapped columns that pair up existing rows on both sides
 	Fields    []Field

@@ -132,10 +132,23 @@ func (d *decoder) match(v *yaml.Node, path string, fields []Field, fieldsOK bool
 			if !slices.Contains(mapped, c.s) {
 				d.probs.Add(c.line, path, "column %q is not mapped: match names a source or target column of this sync's fields (mapped: %s)",
 					c.s, strings.Join(mapped, ", "))
+			} else if f := fieldOf(fields, c.s); len(f.Source) != 1 || len(f.Target) != 1 {
+				d.probs.Add(c.line, path, "column %q is in a field that maps %d column(s) to %d: match takes columns of one-to-one fields",
+					c.s, len(f.Source), len(f.Target))
 			}
 		}
 	}
 	return names(cols)
+}
+
+// fieldOf returns the field that maps column c on either side.
+func fieldOf(fields []Field, c string) Field {
+	for _, f := range fields {
+		if slices.Contains(f.Source, c) || slices.Contains(f.Target, c) {
+			return f
+		}
+	}
+	return Field{}
 }
 
 // mappedColumns lists the source and target columns of fields, each once, in order.

@@ -9,7 +9,7 @@ import (
 )
 
 func syncKeys() []string {
-	return []string{"id", "entity", "source", "target", "direction", "conflict", "interval", "match", "fields"}
+	return []string{"id", "entity", "source", "target", "direction", "conflict", "initial", "interval", "match", "fields"}
 }
 func endpointKeys() []string { return []string{"node", "table", "key"} }
 func directions() []string {
@@ -60,6 +60,7 @@ func (d *decoder) sync(path string, n *yaml.Node) *Sync {
 	s.Entity = d.entity(obj["entity"].val, path+".entity", tgt)
 	s.Direction = d.oneOf(obj["direction"].val, path+".direction", "direction", directions(), DirectionBidirectional)
 	s.Conflict = d.oneOf(obj["conflict"].val, path+".conflict", "conflict strategy", conflictStrategies(), ConflictLatestWins)
+	s.Initial = d.oneOf(obj["initial"].val, path+".initial", "initial sync strategy", conflictStrategies(), s.Conflict)
 	if iv, ok := d.duration(obj["interval"].val, path+".interval"); ok {
 		s.Interval = iv
 		if iv <= 0 {

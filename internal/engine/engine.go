@@ -27,8 +27,12 @@ type Engine struct {
 	Control *pgxpool.Pool
 	Nodes   map[string]*pgxpool.Pool // by node name
 	Logger  *slog.Logger
-	// Window bounds the changes per side per run (DefaultWindow if 0).
+	// Window bounds the changes per side per run (DefaultWindow if 0); a
+	// run of an initial sync reads half as many rows of one side.
 	Window int
+	// Progress, when set, hears where an initial sync stands after each of
+	// its runs, and when it finishes.
+	Progress func(InitialProgress)
 
 	initMu  sync.Mutex // guards readers until init succeeds
 	readers map[string]*nodeReader
@@ -171,6 +175,9 @@ type syncRun struct {
 	src, tgt *side
 	m        *mapping.Mapping
 	mayHold  bool // the sync had open conflicts when the run began
+	seeding  bool // the run is a chunk of the initial sync
+	// initialDone: planning found the initial sync's last chunk done.
+	initialDone bool
 }
 
 func (e *Engine) newRun(s *config.Sync) (*syncRun, error) {
@@ -204,7 +211,13 @@ func (e *Engine) syncsReading(ep config.Endpoint) int {
 // RunSync runs one sync once: pull both sides, then consume windows until
 // none is left (each window a run of its own). trigger is recorded in
 // sync_runs (notify, interval, once, manual).
+//
+// A sync that has never run first does its initial sync (see Resync).
 func (e *Engine) RunSync(ctx context.Context, id, trigger string) (Result, error) {
+	return e.runSync(ctx, id, trigger, false)
+}
+
+func (e *Engine) runSync(ctx context.Context, id, trigger string, resync bool) (Result, error) {
 	var total Result
 	total.Idle = true
 	s, ok := e.Config.SyncByID(id)
@@ -224,6 +237,11 @@ func (e *Engine) RunSync(ctx context.Context, id, trigger string) (Result, error
 		return total, err
 	}
 	defer release()
+	if !resync {
+		if resync, err = e.needsInitial(ctx, id); err != nil {
+			return total, err
+		}
+	}
 	for {
 		// Pull before every window: the echoes of the last window's applies
 		// must be in change_log before the next window is cut.
@@ -234,8 +252,21 @@ func (e *Engine) RunSync(ctx context.Context, id, trigger string) (Result, error
 		if err != nil {
 			return total, err
 		}
+		if resync {
+			begun, err := r.beginInitial(ctx)
+			if err != nil {
+				return total, err
+			}
+			resync = !begun // a pending run goes first
+			if begun {
+				e.reportProgress(ctx, id, false)
+			}
+		}
 		res, more, err := r.run(ctx, trigger)
 		total.add(res)
+		if r.seeding || r.initialDone {
+			e.reportProgress(ctx, id, r.initialDone)
+		}
 		if err != nil || !more {
 			return total, err
 		}
@@ -287,6 +318,7 @@ func (r *syncRun) run(ctx context.Context, trigger string) (res Result, more boo
 	if err != nil || w.RunID == 0 {
 		return res, false, err
 	}
+	r.seeding = w.Seed != nil
 	res.Idle, res.RunID = false, w.RunID
 	log := r.e.logger().With("sync", r.cfg.ID, "run_id", w.RunID)
 	res, err = r.execute(ctx, w, res)
@@ -300,7 +332,7 @@ func (r *syncRun) run(ctx context.Context, trigger string) (res Result, more boo
 			"conflicts", res.Conflicts, "errors", res.Errors, "ms", time.Since(start).Milliseconds())
 	}
 	full := w.SourceThrough-w.SourceFrom >= int64(r.e.windowSize())/2 || w.TargetThrough-w.TargetFrom >= int64(r.e.windowSize())/2
-	return res, full || w.Redo, nil
+	return res, full || w.Redo || r.seeding, nil
 }
 
 // execute does a planned window: load, resolve, apply, record.

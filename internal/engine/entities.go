@@ -9,6 +9,9 @@ import (
 
 // resolveWindow loads both sides' windows and decides what to write.
 func (r *syncRun) resolveWindow(ctx context.Context, w window) (*plan, []*entity, error) {
+	if w.Seed != nil {
+		return r.resolveSeed(ctx, w.Seed)
+	}
 	p := &plan{}
 	var nets [2][]*netChange
 	bounds := [2][2]int64{{w.SourceFrom, w.SourceThrough}, {w.TargetFrom, w.TargetThrough}}

@@ -41,8 +41,10 @@ func (r *syncRun) finish(ctx context.Context, w window, p *plan, ents []*entity,
 			return err
 		}
 		if _, err := tx.Exec(ctx, `UPDATE tandem.sync_state SET source_through = $2, target_through = $3,
-			pending_run = NULL, pending_source_through = NULL, pending_target_through = NULL, last_error = NULL
-			WHERE sync_id = $1`, r.cfg.ID, w.SourceThrough, w.TargetThrough); err != nil {
+			pending_run = NULL, pending_source_through = NULL, pending_target_through = NULL, last_error = NULL,
+			initial_after = coalesce(pending_initial_upto, initial_after), initial_done = initial_done + $4,
+			pending_initial_upto = NULL
+			WHERE sync_id = $1`, r.cfg.ID, w.SourceThrough, w.TargetThrough, p.seeded); err != nil {
 			return err
 		}
 		if res.Synced()+res.Conflicts+res.Errors == 0 {

@@ -47,6 +47,7 @@ type plan struct {
 	links     [][2]Values // pairs found by match: [source key, target key]
 	unlinks   [][2]Values
 	holds     []*entity // entities a manual conflict holds
+	seeded    int       // rows of the initial sync's chunk
 }
 
 // conflictRow is one row for tandem.sync_conflicts.
@@ -93,6 +94,15 @@ type resolver struct {
 }
 
 func (r *syncRun) sides() [2]*side { return [2]*side{r.src, r.tgt} }
+
+// strategy is how the run settles conflicts: the sync's initial strategy
+// in a run of its initial sync, else its conflict strategy.
+func (r *syncRun) strategy() string {
+	if r.seeding && r.cfg.Initial != "" {
+		return r.cfg.Initial
+	}
+	return r.cfg.Conflict
+}
 
 // decide resolves every entity.
 func (v *resolver) decide(ents []*entity) {
@@ -225,7 +235,7 @@ func (r *syncRun) flows(from mapping.Side) bool {
 // winner settles one conflict between the two sides' changes made at sAt
 // and tAt. ok is false for manual.
 func (r *syncRun) winner(sAt, tAt time.Time) (mapping.Side, string, bool) {
-	switch r.cfg.Conflict {
+	switch r.strategy() {
 	case config.ConflictSourceWins:
 		return mapping.Source, "source_wins", true
 	case config.ConflictTargetWins:

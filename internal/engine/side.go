@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -231,4 +232,137 @@ func matchKey(cols []string, row Values) string {
 // querier is what fetchRows needs: a pool, a connection or a transaction.
 type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// keyColumns is the key columns of row t, in key order, as a list.
+func (s *side) keyColumns(t string) string {
+	cols := make([]string, len(s.Key))
+	for i, c := range s.Key {
+		cols[i] = t + "." + pgx.Identifier{c}.Sanitize()
+	}
+	return strings.Join(cols, ", ")
+}
+
+// afterKey is the condition that row t's key comes after the key in
+// jsonb_populate_record alias a (a row comparison, which the key's index
+// serves), or true when there is no such key.
+func (s *side) afterKey(t, a string, after Values) string {
+	if after == nil {
+		return "true"
+	}
+	return fmt.Sprintf("(%s) > (%s)", s.keyColumns(t), s.keyColumns(a))
+}
+
+// chunkEnd returns the key of the n-th row after key after (all rows when
+// after is nil) and up to key until, in key order, or the last key when
+// fewer rows follow; nil when none does.
+func (s *side) chunkEnd(ctx context.Context, after, until Values, n int) (Values, error) {
+	sql := fmt.Sprintf(`WITH later AS (
+			SELECT %[1]s AS tandem_key, %[2]s FROM %[3]s t, jsonb_populate_record(NULL::%[3]s, $1::jsonb) a,
+				jsonb_populate_record(NULL::%[3]s, $3::jsonb) u
+			WHERE %[4]s AND (%[2]s) <= (%[6]s) ORDER BY %[2]s LIMIT $2)
+		SELECT tandem_key FROM later ORDER BY %[5]s DESC LIMIT 1`,
+		s.keyObject("t"), s.keyColumns("t"), s.ident, s.afterKey("t", "a", after), strings.Join(quotedAll(s.Key), " DESC, "), s.keyColumns("u"))
+	var b []byte
+	err := s.Pool.QueryRow(ctx, sql, keyParam(after), n, keyParam(until)).Scan(&b)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("node %s: reading keys of %s: %w", s.Node, s.Table, err)
+	}
+	return decodeJSON(b)
+}
+
+// keyParam renders a key for a jsonb parameter; nil as NULL.
+func keyParam(k Values) any {
+	if k == nil {
+		return nil
+	}
+	return encodeJSON(k)
+}
+
+// lastKey returns the greatest key of the table; nil when it is empty.
+func (s *side) lastKey(ctx context.Context) (Values, error) {
+	var b []byte
+	err := s.Pool.QueryRow(ctx, fmt.Sprintf(`SELECT %s FROM %s t ORDER BY %s DESC LIMIT 1`,
+		s.keyObject("t"), s.ident, strings.Join(quotedAll(s.Key), " DESC, "))).Scan(&b)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("node %s: reading keys of %s: %w", s.Node, s.Table, err)
+	}
+	return decodeJSON(b)
+}
+
+func quotedAll(cols []string) []string {
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		out[i] = pgx.Identifier{c}.Sanitize()
+	}
+	return out
+}
+
+// rowsIn reads the rows with keys in (after, upto], in key order.
+func (s *side) rowsIn(ctx context.Context, after, upto Values) ([]Values, error) {
+	sql := fmt.Sprintf(`SELECT to_jsonb(t) FROM %[1]s t, jsonb_populate_record(NULL::%[1]s, $1::jsonb) a,
+			jsonb_populate_record(NULL::%[1]s, $2::jsonb) u
+		WHERE %[2]s AND (%[3]s) <= (%[4]s) ORDER BY %[3]s`,
+		s.ident, s.afterKey("t", "a", after), s.keyColumns("t"), s.keyColumns("u"))
+	rows, err := s.Pool.Query(ctx, sql, keyParam(after), keyParam(upto))
+	if err != nil {
+		return nil, fmt.Errorf("node %s: reading rows of %s: %w", s.Node, s.Table, err)
+	}
+	defer rows.Close()
+	var out []Values
+	for rows.Next() {
+		var b []byte
+		if err := rows.Scan(&b); err != nil {
+			return nil, fmt.Errorf("node %s: reading rows of %s: %w", s.Node, s.Table, err)
+		}
+		row, err := decodeJSON(b)
+		if err != nil {
+			return nil, fmt.Errorf("node %s: decoding a row of %s: %w", s.Node, s.Table, err)
+		}
+		out = append(out, row)
+	}
+	return out, rows.Err()
+}
+
+// pairRows finds, for each probe (natural key values by this side's
+// columns, normalised as pairValue does), the rows whose natural key is the
+// same, normalised here by pairSQL. An index on the normalised expression
+// (lower(email), say) makes each probe an index lookup.
+func (s *side) pairRows(ctx context.Context, fields []*mapping.Field, probes []Values) ([][]Values, error) {
+	out := make([][]Values, len(probes))
+	if len(probes) == 0 {
+		return out, nil
+	}
+	conds := make([]string, len(fields))
+	for i, f := range fields {
+		c := f.Columns(s.Which)[0]
+		conds[i] = fmt.Sprintf("%s = m.%s", pairSQL(f, c, "t"), pgx.Identifier{c}.Sanitize())
+	}
+	sql := fmt.Sprintf(`SELECT e.i, to_jsonb(t) FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY e(v, i)
+		CROSS JOIN LATERAL jsonb_populate_record(NULL::%[1]s, e.v) m
+		JOIN %[1]s t ON %[2]s`, s.ident, strings.Join(conds, " AND "))
+	rows, err := s.Pool.Query(ctx, sql, encodeJSON(probes))
+	if err != nil {
+		return nil, fmt.Errorf("node %s: matching rows of %s: %w", s.Node, s.Table, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var i int
+		var b []byte
+		if err := rows.Scan(&i, &b); err != nil {
+			return nil, fmt.Errorf("node %s: matching rows of %s: %w", s.Node, s.Table, err)
+		}
+		row, err := decodeJSON(b)
+		if err != nil {
+			return nil, err
+		}
+		out[i-1] = append(out[i-1], row)
+	}
+	return out, rows.Err()
 }

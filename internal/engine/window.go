@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tandem-sync/tandem/internal/mapping"
 )
 
 // window is the part of each side's change_log a run consumes: ids in
@@ -18,6 +20,9 @@ type window struct {
 	SourceFrom, SourceThrough int64
 	TargetFrom, TargetThrough int64
 	Redo                      bool // a run cut off before it finished: same window again
+	// Seed: the run is a chunk of the initial sync; the change_log windows
+	// are empty (they wait until the initial sync is done).
+	Seed *seed
 }
 
 func (w window) empty() bool {
@@ -32,10 +37,13 @@ func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (w
 	var w window
 	err := pgx.BeginFunc(ctx, r.e.Control, func(tx pgx.Tx) error {
 		var pending, ps, pt *int64
+		var phase *string
+		var after, until, upto []byte
 		lock := func() error {
-			return tx.QueryRow(ctx, `SELECT source_through, target_through, pending_run, pending_source_through, pending_target_through
+			return tx.QueryRow(ctx, `SELECT source_through, target_through, pending_run, pending_source_through, pending_target_through,
+					initial_phase, initial_after, initial_until, pending_initial_upto
 				FROM tandem.sync_state WHERE sync_id = $1 FOR UPDATE`, r.cfg.ID).
-				Scan(&w.SourceFrom, &w.TargetFrom, &pending, &ps, &pt)
+				Scan(&w.SourceFrom, &w.TargetFrom, &pending, &ps, &pt, &phase, &after, &until, &upto)
 		}
 		err := lock()
 		if errors.Is(err, pgx.ErrNoRows) { // the sync's first run
@@ -49,7 +57,31 @@ func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (w
 		}
 		if pending != nil {
 			w.RunID, w.SourceThrough, w.TargetThrough, w.Redo = *pending, *ps, *pt, true
-			return nil
+			if upto != nil && phase != nil {
+				w.Seed = &seed{Phase: mapping.Source}
+				if *phase == "target" {
+					w.Seed.Phase = mapping.Target
+				}
+				if w.Seed.After, err = decodeJSON(after); err != nil {
+					return err
+				}
+				w.Seed.Upto, err = decodeJSON(upto)
+			}
+			return err
+		}
+		if phase != nil {
+			if w.Seed, err = r.planSeed(ctx, tx, *phase, after, until); err != nil {
+				return err
+			}
+		}
+		if w.Seed != nil {
+			w.SourceThrough, w.TargetThrough = w.SourceFrom, w.TargetFrom
+			return tx.QueryRow(ctx, `WITH run AS (
+					INSERT INTO tandem.sync_runs (sync_id, trigger, source_from, source_through, target_from, target_through)
+					VALUES ($1, 'initial', $2, $2, $3, $3) RETURNING id)
+				UPDATE tandem.sync_state SET pending_run = run.id, pending_source_through = $2,
+					pending_target_through = $3, pending_initial_upto = $4, checked_at = now() FROM run WHERE sync_id = $1 RETURNING run.id`,
+				r.cfg.ID, w.SourceFrom, w.TargetFrom, encodeJSON(w.Seed.Upto)).Scan(&w.RunID)
 		}
 		if w.SourceThrough, w.TargetThrough, err = r.windowEnds(ctx, tx, w.SourceFrom, w.TargetFrom); err != nil {
 			return err

@@ -1,0 +1,521 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tandem-sync/tandem/internal/config"
+	"github.com/tandem-sync/tandem/internal/mapping"
+)
+
+// The initial sync brings a sync's existing rows into step before it
+// streams: the first run of a new sync does it, and `tandem run --resync`.
+//
+// It begins by pulling both sides and setting the sync's change_log cursors
+// to the last change taken: every change up to there is in the rows it will
+// read, and every later one is consumed by the runs that follow it (a change
+// both in a row it read and after the cursor is applied again, which
+// changes nothing). Then it walks the source table in key order, one chunk
+// per run, pairing each row with the target's row of the same natural key
+// (`match`) or mapped key, settling pairs that differ by the sync's
+// `initial` strategy and creating the rows the target lacks; then the target
+// table, creating on the source the rows nothing paired. Each chunk is a run
+// like any other (sync_runs trigger "initial"): applied once to each node
+// with tandem.applied, then recorded with the chunk's end in one control
+// transaction, so a process killed anywhere resumes at the chunk it was in.
+
+// seed is the chunk of existing rows a run of the initial sync covers: the
+// rows of one side with keys in (After, Upto], in key order.
+type seed struct {
+	Phase mapping.Side
+	After Values // nil: from the first row
+	Upto  Values
+}
+
+// InitialProgress is where a sync's initial sync stands.
+type InitialProgress struct {
+	Sync     string
+	Done     int64 // rows of both tables walked
+	Total    int64 // rows both tables held when it began
+	Started  time.Time
+	Finished bool
+}
+
+// Resync runs a sync's initial sync again (`tandem run --resync`): every row
+// of both tables is paired, compared and completed as on the sync's first
+// run, then the sync streams on.
+func (e *Engine) Resync(ctx context.Context, id string) (Result, error) {
+	return e.runSync(ctx, id, "initial", true)
+}
+
+// beginInitial starts the initial sync of the run's sync, after its sides
+// were pulled. It does nothing while a run of the sync is pending (that run
+// is finished first). It fails, naming the rows, when both tables hold rows
+// the sync has no way to pair, or when one natural key names several rows.
+func (r *syncRun) beginInitial(ctx context.Context) (bool, error) {
+	checked := make(chan error, 1)
+	go func() { checked <- r.src.check(ctx) }()
+	if err := errors.Join(r.tgt.check(ctx), <-checked); err != nil {
+		return false, err
+	}
+	var counts [2]int64
+	for i, s := range r.sides() {
+		if err := s.Pool.QueryRow(ctx, "SELECT count(*) FROM "+s.ident).Scan(&counts[i]); err != nil {
+			return false, fmt.Errorf("node %s: counting rows of %s: %w", s.Node, s.Table, err)
+		}
+	}
+	until, err := r.src.lastKey(ctx)
+	if err != nil {
+		return false, err
+	}
+	pairs := r.pairFields()
+	if len(pairs) == 0 && counts[0] > 0 && counts[1] > 0 {
+		return false, fmt.Errorf("sync %s: initial sync: %s on node %s holds %d rows and %s on node %s %d, and the sync cannot tell which are the same: "+
+			"add `match: [column]` (a natural key such as email) to the sync, or map the source key to the target key",
+			r.cfg.ID, r.src.Table, r.src.Node, counts[0], r.tgt.Table, r.tgt.Node, counts[1])
+	}
+	if len(pairs) > 0 {
+		for _, s := range r.sides() {
+			if err := r.duplicates(ctx, s, pairs); err != nil {
+				return false, err
+			}
+		}
+	}
+	var begun bool
+	err = pgx.BeginFunc(ctx, r.e.Control, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO tandem.sync_state (sync_id) VALUES ($1) ON CONFLICT DO NOTHING`, r.cfg.ID); err != nil {
+			return err
+		}
+		const last = `(SELECT coalesce(max(id), 0) FROM tandem.change_log WHERE node = $%d AND table_name = $%d)`
+		err := tx.QueryRow(ctx, `UPDATE tandem.sync_state SET
+				source_through = greatest(source_through, `+fmt.Sprintf(last, 2, 3)+`),
+				target_through = greatest(target_through, `+fmt.Sprintf(last, 4, 5)+`),
+				initial_phase = 'source', initial_after = NULL, initial_until = $7, initial_done = 0, initial_total = $6,
+				initial_started_at = now(), initial_completed_at = NULL
+			WHERE sync_id = $1 AND pending_run IS NULL RETURNING true`,
+			r.cfg.ID, r.src.Node, r.src.Table, r.tgt.Node, r.tgt.Table, counts[0]+counts[1], keyParam(until)).Scan(&begun)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("control: beginning the initial sync of %s: %w", r.cfg.ID, err)
+	}
+	if begun {
+		r.e.logger().Info("initial sync", "sync", r.cfg.ID, "source_rows", counts[0], "target_rows", counts[1])
+	}
+	return begun, nil
+}
+
+// needsInitial reports whether the sync has never run: it has no state yet.
+func (e *Engine) needsInitial(ctx context.Context, id string) (bool, error) {
+	var exists bool
+	err := e.Control.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tandem.sync_state WHERE sync_id = $1)`, id).Scan(&exists)
+	if err != nil {
+		return false, fmt.Errorf("control: reading the state of sync %s: %w", id, err)
+	}
+	return !exists, nil
+}
+
+// planSeed plans the next chunk of an initial sync under way, in the
+// planning transaction, moving to the next phase (and at last out of the
+// initial sync) when a side has no rows left. ok is false once it is done.
+func (r *syncRun) planSeed(ctx context.Context, tx pgx.Tx, phase string, after, until []byte) (*seed, error) {
+	sd := &seed{Phase: mapping.Source}
+	if phase == "target" {
+		sd.Phase = mapping.Target
+	}
+	var last Values
+	var err error
+	if sd.After, err = decodeJSON(after); err != nil {
+		return nil, err
+	}
+	if last, err = decodeJSON(until); err != nil {
+		return nil, err
+	}
+	for {
+		s := r.sides()[sd.Phase]
+		if sd.Phase == mapping.Target && !r.flows(mapping.Target) {
+			break // a one-way sync creates nothing on its source
+		}
+		if err := s.check(ctx); err != nil {
+			return nil, err
+		}
+		if sd.Upto, err = s.chunkEnd(ctx, sd.After, last, r.seedRows()); err != nil {
+			return nil, err
+		}
+		if sd.Upto != nil {
+			return sd, nil
+		}
+		if sd.Phase == mapping.Target {
+			break
+		}
+		// The target's rows up to its last key now; rows inserted later were
+		// captured after the initial sync began, and stream.
+		sd.Phase, sd.After = mapping.Target, nil
+		if err := r.tgt.check(ctx); err != nil {
+			return nil, err
+		}
+		if last, err = r.tgt.lastKey(ctx); err != nil {
+			return nil, err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE tandem.sync_state SET initial_phase = 'target', initial_after = NULL, initial_until = $2
+			WHERE sync_id = $1`, r.cfg.ID, keyParam(last)); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := tx.Exec(ctx, `UPDATE tandem.sync_state SET initial_phase = NULL, initial_after = NULL, initial_until = NULL,
+		initial_completed_at = now() WHERE sync_id = $1`, r.cfg.ID); err != nil {
+		return nil, err
+	}
+	r.initialDone = true
+	return nil, nil
+}
+
+// seedRows is the number of rows one run of the initial sync reads.
+func (r *syncRun) seedRows() int { return max(r.e.windowSize()/2, 1) }
+
+// resolveSeed pairs and decides one chunk of the initial sync.
+func (r *syncRun) resolveSeed(ctx context.Context, sd *seed) (*plan, []*entity, error) {
+	p := &plan{}
+	from, to := sd.Phase, sd.Phase.Other()
+	fs, ts := r.sides()[from], r.sides()[to]
+	rows, err := fs.rowsIn(ctx, sd.After, sd.Upto)
+	if err != nil {
+		return nil, nil, err
+	}
+	p.seeded = len(rows)
+	ents := make([]*entity, 0, len(rows))
+	var keys [2][]string
+	for _, row := range rows {
+		e := &entity{}
+		k := fs.keyOf(row)
+		e.key[from], e.keyTxt[from] = k, canonicalKey(k)
+		e.net[from] = seedNet(from, k, e.keyTxt[from], row)
+		keys[from] = append(keys[from], e.keyTxt[from])
+		ents = append(ents, e)
+	}
+	links, err := r.loadLinks(ctx, keys)
+	if err != nil {
+		return nil, nil, err
+	}
+	var linked []Values
+	for _, e := range ents {
+		if o, ok := links[from][e.keyTxt[from]]; ok {
+			e.key[to], e.keyTxt[to], e.linked = o.vals, o.text, true
+			linked = append(linked, o.vals)
+		}
+	}
+	partners, err := ts.fetchRows(ctx, ts.Pool, linked)
+	if err != nil {
+		return nil, nil, err
+	}
+	var unpaired []*entity
+	for _, e := range ents {
+		if e.linked {
+			if row, ok := partners[e.keyTxt[to]]; ok {
+				if from == mapping.Target {
+					e.net[from] = nil // compared while the source was walked
+					continue
+				}
+				e.net[to] = seedNet(to, e.key[to], e.keyTxt[to], row)
+				continue
+			}
+			// Linked to a row that is gone: deleted since the initial sync
+			// began (the delete streams after it), or behind tandem's back
+			// (`tandem verify --repair` finds it). Not guessed here.
+			e.net[from] = nil
+			continue
+		}
+		unpaired = append(unpaired, e)
+	}
+	if err := r.pairSeed(ctx, p, from, unpaired); err != nil {
+		return nil, nil, err
+	}
+	ents = slices.DeleteFunc(ents, func(e *entity) bool { return e.net[0] == nil && e.net[1] == nil })
+	if err := r.markHeld(ctx, ents); err != nil {
+		return nil, nil, err
+	}
+	if r.strategy() == config.ConflictLatestWins {
+		if err := r.seedTimes(ctx, ents); err != nil {
+			return nil, nil, err
+		}
+	}
+	v := &resolver{run: r, m: r.m, plan: p}
+	v.decide(ents)
+	return p, ents, nil
+}
+
+// seedNet is an existing row as the net change an initial sync resolves:
+// created, with every column.
+func seedNet(s mapping.Side, key Values, text string, row Values) *netChange {
+	return &netChange{Side: s, Key: text, KeyVals: key, Op: netUpsert, Created: true, Vals: row,
+		At: map[string]time.Time{}, seen: true}
+}
+
+// pairFields are the one-to-one fields that pair existing rows: the match
+// columns' fields, or else the fields that map the source key to the
+// target key. None: rows cannot be paired.
+func (r *syncRun) pairFields() []*mapping.Field {
+	var out []*mapping.Field
+	if len(r.cfg.Match) > 0 {
+		for _, name := range r.cfg.Match {
+			for _, f := range r.m.Fields {
+				if len(f.Source) == 1 && len(f.Target) == 1 && (f.Source[0] == name || f.Target[0] == name) {
+					out = append(out, f)
+					break
+				}
+			}
+		}
+		return out
+	}
+	if len(r.src.Key) != len(r.tgt.Key) {
+		return nil
+	}
+	for i, k := range r.src.Key {
+		var found *mapping.Field
+		for _, f := range r.m.Fields {
+			if len(f.Source) == 1 && len(f.Target) == 1 && f.Source[0] == k && f.Target[0] == r.tgt.Key[i] {
+				found = f
+			}
+		}
+		if found == nil {
+			return nil
+		}
+		out = append(out, found)
+	}
+	return out
+}
+
+// pairValue is a row's natural key value for field f, normalised the way
+// the field's transform maps it from the source (lowercase, trim, ...), for
+// a row of either side. nil: the row has none, and pairs with nothing.
+func pairValue(f *mapping.Field, s mapping.Side, row Values) any {
+	in := row
+	if s == mapping.Target {
+		in = Values{f.Source[0]: row[f.Target[0]]}
+	}
+	out, err := f.Map(mapping.Source, in)
+	if err != nil {
+		return nil
+	}
+	return out[f.Target[0]]
+}
+
+// pairSQL is the SQL of pairValue for column c of table alias t on either
+// side: what the field's transform does to a value, where it normalises.
+func pairSQL(f *mapping.Field, col, t string) string {
+	q := t + "." + pgx.Identifier{col}.Sanitize()
+	switch f.Transform {
+	case config.TransformLowercase:
+		return "lower(" + q + ")"
+	case config.TransformUppercase:
+		return "upper(" + q + ")"
+	case config.TransformTrim:
+		return "btrim(" + q + `, E' \t\n\r\f\v')`
+	}
+	return q
+}
+
+// duplicates fails when rows of one side share a natural key: the initial
+// sync cannot tell which of them is the other side's row.
+func (r *syncRun) duplicates(ctx context.Context, s *side, pairs []*mapping.Field) error {
+	exprs := make([]string, len(pairs))
+	var names []string
+	for i, f := range pairs {
+		c := f.Columns(s.Which)[0]
+		exprs[i] = pairSQL(f, c, "t")
+		names = append(names, c)
+	}
+	list := strings.Join(exprs, ", ")
+	rows, err := s.Pool.Query(ctx, fmt.Sprintf(`SELECT jsonb_build_array(%[1]s)::text, count(*), (array_agg(%[2]s ORDER BY %[3]s))[1:3]::text[]
+		FROM %[4]s t WHERE (%[1]s) IS NOT NULL GROUP BY %[1]s HAVING count(*) > 1 ORDER BY 1 LIMIT 5`,
+		list, s.keyObject("t"), s.keyColumns("t"), s.ident))
+	if err != nil {
+		return fmt.Errorf("node %s: looking for duplicate natural keys in %s: %w", s.Node, s.Table, err)
+	}
+	defer rows.Close()
+	var problems []string
+	for rows.Next() {
+		var vals string
+		var n int64
+		var keys []string
+		if err := rows.Scan(&vals, &n, &keys); err != nil {
+			return err
+		}
+		problems = append(problems, fmt.Sprintf("%s in %d rows (%s)", vals, n, strings.Join(keys, ", ")))
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	return fmt.Errorf("sync %s: initial sync: rows of %s on node %s share a natural key (%s): %s; tandem cannot tell which of them is the other side's row: "+
+		"make the key unique there (merge or fix the rows), then run again", r.cfg.ID, s.Table, s.Node, strings.Join(names, ", "), strings.Join(problems, "; "))
+}
+
+// pairSeed pairs rows of a chunk with no partner yet to the other side's
+// row of the same natural key. One row matching several, or a row another
+// entity already has, is an error for that row: reported, not guessed.
+func (r *syncRun) pairSeed(ctx context.Context, p *plan, from mapping.Side, ents []*entity) error {
+	fields := r.pairFields()
+	if len(fields) == 0 || len(ents) == 0 {
+		return nil
+	}
+	to := from.Other()
+	ts := r.sides()[to]
+	var probes []Values
+	var probing []*entity
+	for _, e := range ents {
+		probe := Values{}
+		for _, f := range fields {
+			v := pairValue(f, from, e.net[from].Vals)
+			if v == nil {
+				probe = nil
+				break
+			}
+			probe[f.Columns(to)[0]] = v
+		}
+		if probe != nil {
+			probes = append(probes, probe)
+			probing = append(probing, e)
+		}
+	}
+	found, err := ts.pairRows(ctx, fields, probes)
+	if err != nil {
+		return err
+	}
+	var keys [2][]string
+	for _, rows := range found {
+		for _, row := range rows {
+			keys[to] = append(keys[to], canonicalKey(ts.keyOf(row)))
+		}
+	}
+	taken, err := r.loadLinks(ctx, keys)
+	if err != nil {
+		return err
+	}
+	claimed := map[string]bool{}
+	for i, e := range probing {
+		rows := found[i]
+		if len(rows) == 0 {
+			continue
+		}
+		fail := func(reason string) {
+			p.errors = append(p.errors, &errorRow{Side: to, Keys: e.key[from], Reason: reason})
+			e.net[from] = nil
+		}
+		key := ts.keyOf(rows[0])
+		kt := canonicalKey(key)
+		switch _, linked := taken[to][kt]; {
+		case len(rows) > 1:
+			fail(fmt.Sprintf("initial sync: the natural key %s of this row matches %d rows of %s on node %s; tandem cannot tell which is this row's",
+				canonicalKey(probes[i]), len(rows), ts.Table, ts.Node))
+			continue
+		case linked || claimed[kt]:
+			fail(fmt.Sprintf("initial sync: the natural key %s of this row matches row %s of %s on node %s, which is already paired with another row",
+				canonicalKey(probes[i]), kt, ts.Table, ts.Node))
+			continue
+		}
+		claimed[kt] = true
+		e.key[to], e.keyTxt[to], e.linked = key, kt, true
+		e.net[to] = seedNet(to, key, kt, rows[0])
+		var pair [2]Values
+		pair[from], pair[to] = e.key[from], key
+		p.links = append(p.links, pair)
+	}
+	return nil
+}
+
+// seedTimes gives the pairs whose values differ the capture time of their
+// last change before the initial sync, for latest_wins. A row not changed
+// since capture was installed has none: the tie goes to the node whose
+// name sorts first.
+func (r *syncRun) seedTimes(ctx context.Context, ents []*entity) error {
+	var differ []*entity
+	for _, e := range ents {
+		s, t := e.net[mapping.Source], e.net[mapping.Target]
+		if s == nil || t == nil || r.samePair(s.Vals, t.Vals) {
+			continue
+		}
+		differ = append(differ, e)
+	}
+	if len(differ) == 0 {
+		return nil
+	}
+	for _, s := range r.sides() {
+		keys := make([]string, len(differ))
+		for i, e := range differ {
+			keys[i] = e.keyText(s.Which)
+		}
+		rows, err := r.e.Control.Query(ctx, `SELECT keys::text, max(captured_at) FROM tandem.change_log
+			WHERE node = $1 AND table_name = $2 AND op <> 'applied' AND keys = ANY ($3::jsonb[]) GROUP BY keys`, s.Node, s.Table, keys)
+		if err != nil {
+			return fmt.Errorf("control: reading capture times of %s on node %s: %w", s.Table, s.Node, err)
+		}
+		at := map[string]time.Time{}
+		for rows.Next() {
+			var k string
+			var t time.Time
+			if err := rows.Scan(&k, &t); err != nil {
+				rows.Close()
+				return err
+			}
+			if kv, text, err := decodeKey([]byte(k)); err == nil && kv != nil {
+				at[text] = t
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, e := range differ {
+			n := e.net[s.Which]
+			if t, ok := at[e.keyText(s.Which)]; ok {
+				n.Last = t
+				for c := range n.Vals {
+					n.At[c] = t
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// samePair reports whether a source row and a target row hold the same
+// mapped values.
+func (r *syncRun) samePair(src, tgt Values) bool {
+	for _, f := range r.m.Fields {
+		sv, err := f.Map(mapping.Source, src)
+		if err != nil || !sameValues(sv, pick(tgt, f.Target)) {
+			return false
+		}
+	}
+	return true
+}
+
+// reportProgress tells the engine's Progress hook where the sync's initial
+// sync stands.
+func (e *Engine) reportProgress(ctx context.Context, id string, finished bool) {
+	if e.Progress == nil {
+		return
+	}
+	p := InitialProgress{Sync: id, Finished: finished}
+	var started *time.Time
+	var total *int64
+	err := e.Control.QueryRow(ctx, `SELECT initial_done, initial_total, initial_started_at FROM tandem.sync_state WHERE sync_id = $1`, id).
+		Scan(&p.Done, &total, &started)
+	if err != nil || started == nil || total == nil {
+		return
+	}
+	p.Total, p.Started = *total, *started
+	e.Progress(p)
+}

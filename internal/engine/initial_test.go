@@ -1,0 +1,238 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-sync/tandem/internal/engine"
+)
+
+// existingContacts fills both tables before capture is installed: 10,000
+// contacts in crm; in hubspot 3,000 of them (email in another case and
+// with spaces, which the lowercase transform normalises), 30 of those with
+// another phone, and 500 contacts of its own.
+const existingContacts = `;
+INSERT INTO contacts (full_name, email, phone)
+	SELECT 'Person ' || n || ' Smith', CASE WHEN n % 2 = 0 THEN 'User' || n || '@X.com' ELSE 'user' || n || '@x.com' END, 'p' || n
+	FROM generate_series(1, 10000) n`
+
+const existingHubspot = `;
+INSERT INTO hs_contacts (firstname, lastname, email, phone_number)
+	SELECT 'Person', n || ' Smith', 'user' || n || '@x.com', CASE WHEN n % 100 = 0 THEN 'hub' || n ELSE 'p' || n END
+	FROM generate_series(1, 3000) n;
+INSERT INTO hs_contacts (firstname, lastname, email, phone_number)
+	SELECT 'Hub', 'Only ' || n, 'hub' || n || '@x.com', 'h' || n FROM generate_series(1, 500) n`
+
+func existingRig(t *testing.T, extra string) *rig {
+	return newRig(t, contactsYAML(extra), map[string]string{"crm": crmDDL + existingContacts, "hubspot": hubspotDDL + existingHubspot})
+}
+
+// mappedContacts returns both tables as the sync maps them, sorted, for
+// comparing the two sides.
+func (r *rig) mappedContacts() (crm, hub []string) {
+	r.t.Helper()
+	crm = r.rows("crm", `SELECT lower(email) || '|' || coalesce(phone, '') || '|' || coalesce(full_name, '') FROM contacts ORDER BY 1`)
+	hub = r.rows("hubspot", `SELECT email || '|' || coalesce(phone_number, '') || '|' || concat_ws(' ', firstname, lastname) FROM hs_contacts ORDER BY 1`)
+	return crm, hub
+}
+
+func (r *rig) requireSameContacts() {
+	r.t.Helper()
+	crm, hub := r.mappedContacts()
+	require.Equal(r.t, len(crm), len(hub), "row counts differ")
+	require.Equal(r.t, crm, hub)
+	require.Equal(r.t, len(crm), r.ctlInt(`SELECT count(*) FROM tandem.links WHERE sync_id = 'contacts'`), "one link per row")
+}
+
+func TestInitialSyncSettlesEachStrategy(t *testing.T) {
+	for _, strategy := range []string{"source_wins", "target_wins", "latest_wins", "manual"} {
+		t.Run(strategy, func(t *testing.T) {
+			r := existingRig(t, "    match: [email]\n    conflict: source_wins\n    initial: "+strategy+"\n")
+			if strategy == "latest_wins" {
+				// Changed after capture began: the later change wins.
+				r.exec("hubspot", `UPDATE hs_contacts SET phone_number = phone_number || '!' WHERE phone_number LIKE 'hub%'`)
+			}
+			hubBefore := r.rows("hubspot", `SELECT phone_number FROM hs_contacts WHERE phone_number LIKE 'hub%' ORDER BY 1`)
+			require.Len(t, hubBefore, 30)
+
+			res := r.run("contacts")
+			require.Equal(t, 7500, res.Created, "7,000 crm-only rows created in hubspot, 500 hubspot-only in crm: %+v", res)
+			require.Equal(t, 10500, r.nodeInt("crm", `SELECT count(*) FROM contacts`))
+			require.Equal(t, 10500, r.nodeInt("hubspot", `SELECT count(*) FROM hs_contacts`))
+			require.Equal(t, 30, r.ctlInt(`SELECT count(*) FROM tandem.sync_conflicts WHERE kind = 'insert_insert'`))
+			require.Equal(t, 10500, r.ctlInt(`SELECT count(*) FROM tandem.links`))
+			require.NotZero(t, r.ctlInt(`SELECT count(*) FROM tandem.sync_runs WHERE trigger = 'initial'`))
+
+			crmDiff := r.rows("crm", `SELECT phone FROM contacts WHERE id % 100 = 0 AND id <= 3000 ORDER BY phone`)
+			hubDiff := r.rows("hubspot", `SELECT phone_number FROM hs_contacts WHERE id % 100 = 0 AND id <= 3000 ORDER BY phone_number`)
+			switch strategy {
+			case "source_wins":
+				require.Equal(t, crmDiff, hubDiff)
+				require.True(t, slices.ContainsFunc(hubDiff, func(s string) bool { return s == "p100" }), "%v", hubDiff)
+			case "target_wins", "latest_wins":
+				require.Equal(t, hubBefore, crmDiff)
+				require.Equal(t, hubBefore, hubDiff)
+			case "manual":
+				require.Equal(t, 30, r.ctlInt(`SELECT count(*) FROM tandem.sync_conflicts WHERE status = 'open'`))
+				require.Equal(t, hubBefore, hubDiff, "nothing written for a manual conflict")
+				require.Contains(t, crmDiff, "p100")
+				return
+			}
+			r.requireSameContacts()
+			require.Zero(t, r.ctlInt(`SELECT count(*) FROM tandem.sync_conflicts WHERE status = 'open'`))
+
+			// Streaming takes over: an edit each way, then nothing to do.
+			r.exec("crm", `UPDATE contacts SET phone = 'new' WHERE email = 'user7@x.com'`)
+			r.exec("hubspot", `UPDATE hs_contacts SET phone_number = 'newer' WHERE email = 'hub7@x.com'`)
+			res = r.run("contacts")
+			require.Equal(t, 2, res.Updated, "%+v", res)
+			r.requireSameContacts()
+			r.idle("contacts")
+		})
+	}
+}
+
+// Writes made while the initial sync runs, between its chunks, on rows it
+// has done and rows it has not reached, all arrive once it streams.
+func TestInitialSyncHandsOverToStreamingExactly(t *testing.T) {
+	r := existingRig(t, "    match: [email]\n")
+	r.eng.Window = 2000 // chunks of 1,000 rows
+	chunks := 0
+	var inserted, deleted []string
+	r.eng.Progress = func(p engine.InitialProgress) {
+		if p.Finished || p.Done == 0 {
+			return
+		}
+		chunks++
+		n := chunks
+		// Rows already walked and rows still ahead, on both sides.
+		r.exec("crm", `UPDATE contacts SET phone = 'c' || $1::int WHERE id IN ($2, $3)`, n, n*7, 10000-n*7)
+		r.exec("hubspot", `UPDATE hs_contacts SET phone_number = 'h' || $1::int WHERE email IN ($2, $3)`, n,
+			fmt.Sprintf("user%d@x.com", n*11), fmt.Sprintf("hub%d@x.com", n*3))
+		r.exec("crm", `INSERT INTO contacts (full_name, email, phone) VALUES ('New ' || $1::int, 'new' || $1::int || '@x.com', 'n')`, n)
+		r.exec("hubspot", `INSERT INTO hs_contacts (firstname, email) VALUES ('Hnew', 'hnew' || $1::int || '@x.com')`, n)
+		inserted = append(inserted, fmt.Sprintf("new%d@x.com", n), fmt.Sprintf("hnew%d@x.com", n))
+		deleted = append(deleted, r.rows("crm", `DELETE FROM contacts WHERE id = $1 RETURNING lower(email)`, 200*n+1)...)
+		deleted = append(deleted, r.rows("hubspot", `DELETE FROM hs_contacts WHERE email = $1 RETURNING email`, fmt.Sprintf("hub%d@x.com", 400+n))...)
+	}
+	r.run("contacts")
+	require.Greater(t, chunks, 8, "the initial sync ran in chunks")
+	r.eng.Progress = nil
+	r.run("contacts")
+	r.requireSameContacts()
+	require.Len(t, deleted, 2*chunks)
+	for _, node := range []string{"crm", "hubspot"} {
+		require.Equal(t, len(inserted), r.nodeInt(node, `SELECT count(*) FROM `+map[string]string{"crm": "contacts", "hubspot": "hs_contacts"}[node]+
+			` WHERE lower(email) = ANY ($1)`, inserted), node)
+	}
+	require.Empty(t, r.rows("hubspot", `SELECT email FROM hs_contacts WHERE email = ANY ($1)`, deleted))
+	require.Empty(t, r.rows("crm", `SELECT email FROM contacts WHERE lower(email) = ANY ($1)`, deleted))
+	require.Equal(t, 10500+len(inserted)-len(deleted), r.nodeInt("crm", `SELECT count(*) FROM contacts`))
+	r.idle("contacts")
+}
+
+// A run cut off anywhere in the initial sync resumes where it was: the
+// tables converge with one row per contact and one link per row.
+func TestInitialSyncResumesAfterCancellation(t *testing.T) {
+	r := existingRig(t, "    match: [email]\n")
+	r.eng.Window = 1000
+	cuts := 0
+	for attempt := 0; ; attempt++ {
+		ctx := context.Background()
+		if attempt < 40 {
+			// Cut off at a random point: planning, reading, applying, recording.
+			c, cancel := context.WithTimeout(ctx, time.Duration(10+rand.IntN(150))*time.Millisecond)
+			defer cancel()
+			ctx = c
+		}
+		_, err := r.eng.RunSync(ctx, "contacts", "manual")
+		if err == nil {
+			break
+		}
+		require.True(t, errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil, "%v", err)
+		cuts++
+	}
+	require.Greater(t, cuts, 2)
+	r.run("contacts")
+	r.requireSameContacts()
+	require.Equal(t, 10500, r.nodeInt("hubspot", `SELECT count(*) FROM hs_contacts`))
+	r.idle("contacts")
+}
+
+func TestInitialSyncPairsByMappedKey(t *testing.T) {
+	const ddl = `CREATE TABLE items (sku text PRIMARY KEY, name text, qty int);
+		INSERT INTO items SELECT 's' || n, 'item ' || n, n FROM generate_series(1, 300) n`
+	yaml := `control: ${CTL}
+nodes:
+  crm: { dsn: "${CRM}" }
+  hubspot: { dsn: "${HUB}" }
+syncs:
+  - id: items
+    source: { node: crm, table: public.items }
+    target: { node: hubspot, table: public.items }
+    conflict: target_wins
+    fields:
+      - { source: sku, target: sku }
+      - { source: name, target: name }
+      - { source: qty, target: qty }
+`
+	r := newRig(t, yaml, map[string]string{"crm": ddl, "hubspot": ddl + `;
+		DELETE FROM items WHERE qty > 200; UPDATE items SET name = 'renamed' WHERE qty = 7;
+		INSERT INTO items VALUES ('hub-only', 'h', 0)`})
+	res := r.run("items")
+	require.Equal(t, 101, res.Created, "%+v", res)
+	crm := r.rows("crm", `SELECT sku, name, qty FROM items ORDER BY sku`)
+	require.Equal(t, crm, r.rows("hubspot", `SELECT sku, name, qty FROM items ORDER BY sku`))
+	require.Len(t, crm, 301)
+	require.Equal(t, []string{"renamed"}, r.rows("crm", `SELECT name FROM items WHERE sku = 's7'`))
+	r.idle("items")
+}
+
+func TestInitialSyncRefusesWhatItCannotPair(t *testing.T) {
+	t.Run("no match and rows on both sides", func(t *testing.T) {
+		r := existingRig(t, "")
+		_, err := r.eng.RunSync(context.Background(), "contacts", "manual")
+		require.ErrorContains(t, err, "add `match: [column]`")
+		require.Zero(t, r.ctlInt(`SELECT count(*) FROM tandem.links`))
+	})
+	t.Run("duplicate natural keys on one side", func(t *testing.T) {
+		r := existingRig(t, "    match: [email]\n")
+		// Unique as written, the same once lowercased.
+		r.exec("crm", `INSERT INTO contacts (full_name, email) VALUES ('Twin', 'USER3@x.com')`)
+		_, err := r.eng.RunSync(context.Background(), "contacts", "manual")
+		require.ErrorContains(t, err, `share a natural key (email): ["user3@x.com"] in 2 rows ({"id": 3}, {"id": 10001})`)
+		require.Zero(t, r.ctlInt(`SELECT count(*) FROM tandem.links`))
+		require.Equal(t, 3500, r.nodeInt("hubspot", `SELECT count(*) FROM hs_contacts`), "nothing written")
+		// Fixed, the next run does the initial sync.
+		r.exec("crm", `DELETE FROM contacts WHERE id = 10001`)
+		r.run("contacts")
+		r.requireSameContacts()
+	})
+}
+
+// `tandem run --resync` pairs and compares every row again: drift made
+// behind tandem's back is settled by the initial strategy. A linked row
+// that is gone is left alone: its delete may still be on its way.
+func TestResyncSettlesDrift(t *testing.T) {
+	r := existingRig(t, "    match: [email]\n    initial: source_wins\n")
+	r.run("contacts")
+	r.exec("hubspot", `ALTER TABLE hs_contacts DISABLE TRIGGER USER;
+		UPDATE hs_contacts SET phone_number = 'drift' WHERE email = 'user5@x.com';
+		INSERT INTO hs_contacts (firstname, email) VALUES ('Behind', 'behind@x.com');
+		ALTER TABLE hs_contacts ENABLE TRIGGER USER`)
+	r.idle("contacts") // nothing captured: the sync cannot know
+	res, err := r.eng.Resync(context.Background(), "contacts")
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Created, "%+v", res)
+	require.Equal(t, 1, res.Updated, "%+v", res)
+	require.Equal(t, []string{"p5"}, r.rows("hubspot", `SELECT phone_number FROM hs_contacts WHERE email = 'user5@x.com'`))
+	r.requireSameContacts()
+	r.idle("contacts")
+}
