@@ -56,8 +56,8 @@ func (e *Engine) Resync(ctx context.Context, id string) (Result, error) {
 
 // beginInitial starts the initial sync of the run's sync, after its sides
 // were pulled. It does nothing while a run of the sync is pending (that run
-// is finished first). It fails, naming the rows, when both tables hold rows
-// the sync has no way to pair, or when one natural key names several rows.
+// is finished first). It fails, naming the rows, when one natural key names
+// several rows of a side.
 func (r *syncRun) beginInitial(ctx context.Context) (bool, error) {
 	checked := make(chan error, 1)
 	go func() { checked <- r.src.check(ctx) }()
@@ -76,9 +76,10 @@ func (r *syncRun) beginInitial(ctx context.Context) (bool, error) {
 	}
 	pairs := r.pairFields()
 	if len(pairs) == 0 && counts[0] > 0 && counts[1] > 0 {
-		return false, fmt.Errorf("sync %s: initial sync: %s on node %s holds %d rows and %s on node %s %d, and the sync cannot tell which are the same: "+
-			"add `match: [column]` (a natural key such as email) to the sync, or map the source key to the target key",
-			r.cfg.ID, r.src.Table, r.src.Node, counts[0], r.tgt.Table, r.tgt.Node, counts[1])
+		r.e.logger().Warn("initial sync: both tables hold rows and the sync has no `match` and no mapped key: "+
+			"every row is created on the other side (a unique constraint there sends a clash to sync_errors); "+
+			"add `match: [column]` to pair rows that are the same", "sync", r.cfg.ID,
+			"source_rows", counts[0], "target_rows", counts[1])
 	}
 	if len(pairs) > 0 {
 		for _, s := range r.sides() {

@@ -196,12 +196,6 @@ syncs:
 }
 
 func TestInitialSyncRefusesWhatItCannotPair(t *testing.T) {
-	t.Run("no match and rows on both sides", func(t *testing.T) {
-		r := existingRig(t, "")
-		_, err := r.eng.RunSync(context.Background(), "contacts", "manual")
-		require.ErrorContains(t, err, "add `match: [column]`")
-		require.Zero(t, r.ctlInt(`SELECT count(*) FROM tandem.links`))
-	})
 	t.Run("duplicate natural keys on one side", func(t *testing.T) {
 		r := existingRig(t, "    match: [email]\n")
 		// Unique as written, the same once lowercased.
