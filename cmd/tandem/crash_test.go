@@ -259,3 +259,58 @@ func dumpHistory(t *testing.T, ctl *pgtest.DB, a, b []string) {
 		}
 	}
 }
+
+// TestKill9DuringInitialSync kills `tandem run` with SIGKILL while it does
+// a new sync's initial sync of tables that already hold rows (some on both
+// sides, paired by email), with writes between the kills; once restarted,
+// it finishes where it was: both tables hold the same rows, each once.
+func TestKill9DuringInitialSync(t *testing.T) {
+	s := newSetup(t)
+	cfg := strings.Replace(crashConfigWith(t, s), "    conflict: latest_wins\n", "    conflict: latest_wins\n    match: [email]\n", 1)
+	require.NoError(t, os.WriteFile(s.cfg, []byte(cfg), 0o600))
+	s.crm.Exec(t, `INSERT INTO contacts (full_name, email, phone)
+		SELECT 'Crm Person' || n, 'p' || n || '@x', n::text FROM generate_series(1, 40000) n`)
+	s.hub.Exec(t, `INSERT INTO hs_contacts (firstname, lastname, email, phone_number)
+		SELECT 'Crm', 'Person' || n, 'p' || n || '@x', n::text FROM generate_series(1, 10000) n;
+		INSERT INTO hs_contacts (firstname, lastname, email) SELECT 'Hub', 'Person' || n, 'h' || n || '@x' FROM generate_series(1, 2000) n`)
+
+	kills := 0
+	for round := 0; round < 6; round++ {
+		d := startDaemon(t, s.bin, s.env, s.cfg)
+		select {
+		case <-time.After(time.Duration(100+rand.IntN(600)) * time.Millisecond):
+		case <-d.done:
+			t.Fatal("tandem run exited on its own")
+		}
+		require.NoError(t, d.cmd.Process.Signal(syscall.SIGKILL))
+		<-d.done
+		_ = d.cmd.Wait()
+		kills++
+		s.crm.Exec(t, `UPDATE contacts SET phone = 'k' || $1::int WHERE id = $2`, round, 1+round*7000)
+		s.hub.Exec(t, `INSERT INTO hs_contacts (firstname, email) VALUES ('Between', 'between' || $1::int || '@x')`, round)
+	}
+	var done bool
+	require.NoError(t, s.ctl.Pool.QueryRow(context.Background(),
+		`SELECT initial_completed_at IS NOT NULL FROM tandem.sync_state WHERE sync_id = 'contacts'`).Scan(&done))
+	require.False(t, done, "the kills came after the initial sync had finished: nothing was tested")
+
+	for range 3 {
+		tandem(t, s.bin, s.env, "-c", s.cfg, "run", "--once")
+	}
+	out := tandem(t, s.bin, s.env, "-c", s.cfg, "run", "--once")
+	require.Contains(t, out, "sync contacts: 0 synced", "a run after convergence still found work")
+	crmRows := rowsOf(t, s.crm, `SELECT full_name || '|' || email || '|' || coalesce(phone, '') FROM contacts ORDER BY email`)
+	hubRows := rowsOf(t, s.hub, `SELECT concat_ws(' ', firstname, lastname) || '|' || email || '|' || coalesce(phone_number, '') FROM hs_contacts ORDER BY email`)
+	require.True(t, assertEqualRows(t, crmRows, hubRows))
+	require.Len(t, crmRows, 40000+2000+kills)
+	var links int
+	require.NoError(t, s.ctl.Pool.QueryRow(context.Background(), `SELECT count(*) FROM tandem.links`).Scan(&links))
+	require.Equal(t, len(crmRows), links, "one link per row: nothing created twice")
+}
+
+// crashConfigWith returns the setup's config file as written.
+func crashConfigWith(t *testing.T, s setup) string {
+	b, err := os.ReadFile(s.cfg)
+	require.NoError(t, err)
+	return string(b)
+}

@@ -40,7 +40,9 @@ Commands:
   migrate                 create or upgrade the control schema (schema tandem)
   install NODE [--print]  install change capture on a node; --print shows the SQL only
   uninstall NODE [--print] remove everything tandem created on a node
-  run [--once] [SYNC...]  keep the syncs in step (the daemon); --once: one run of each, then exit
+  run [--once] [--resync SYNC] [SYNC...]
+                          keep the syncs in step (the daemon); --once: one run of each, then exit;
+                          --resync: first pair and compare every row of SYNC again (initial sync)
   status                  per sync: last run, pending changes, open conflicts; per node: capture queues
   conflicts list [--all] [--sync ID]
                           conflicts waiting for a person (--all: resolved ones too)

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"slices"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -18,6 +19,11 @@ import (
 func runRun(ctx context.Context, cfgPath string, args []string, env Env) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	once := fs.Bool("once", false, "run each sync once, then exit")
+	var resync []string
+	fs.Func("resync", "run the initial sync of `SYNC` again before anything else (repeatable)", func(v string) error {
+		resync = append(resync, v)
+		return nil
+	})
 	rest, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -26,7 +32,7 @@ func runRun(ctx context.Context, cfgPath string, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	for _, id := range rest {
+	for _, id := range append(slices.Clone(rest), resync...) {
 		if _, ok := cfg.SyncByID(id); !ok {
 			return usageError{fmt.Sprintf("no sync %q in %s", id, cfg.Path)}
 		}
@@ -39,6 +45,16 @@ func runRun(ctx context.Context, cfgPath string, args []string, env Env) error {
 	defer closeAll()
 	if err := recordConfigs(ctx, eng.Control, cfg); err != nil {
 		return err
+	}
+	eng.Progress = progressReporter(env, log)
+	for _, id := range resync {
+		res, err := eng.Resync(ctx, id)
+		if err != nil {
+			return err
+		}
+		if res.Busy {
+			return fmt.Errorf("sync %s: another tandem process is running it; stop it to resync", id)
+		}
 	}
 	if !*once {
 		d := &engine.Daemon{Engine: eng, Syncs: rest}
