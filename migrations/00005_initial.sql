@@ -3,8 +3,10 @@
 -- `tandem run --resync`): it walks one side's table in key order, then the
 -- other's, one chunk per run. initial_phase is the side being walked
 -- ('source' or 'target'; NULL once done), initial_after the last key of
--- that side already done, initial_until its last key when the phase began
--- (rows inserted since are captured, and stream), and pending_initial_upto the last key of the
+-- that side already done, initial_until each side's last key and whether
+-- the sync had links when it began ({"source": key, "target": key,
+-- "linked": bool}; rows inserted since are captured, and stream), and
+-- pending_initial_upto the last key of the
 -- chunk a pending run covers, so a run cut off redoes the same chunk.
 -- source_through and target_through were set when it began: changes
 -- captured up to them are in the rows it reads, later ones stream after it.

@@ -120,7 +120,7 @@ func (r *syncRun) applyOnce(ctx context.Context, s *side, w window, writes []*wr
 		return nil, err
 	}
 	res, err := s.applyBulk(ctx, tx, writes)
-	if err != nil && isRowError(err) {
+	if err != nil && (isRowError(err) || errors.Is(err, errKeyRewritten)) {
 		// One row is bad: apply row by row so the rest goes in.
 		if _, rerr := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT tandem_bulk"); rerr != nil {
 			return nil, rerr
@@ -134,7 +134,7 @@ func (r *syncRun) applyOnce(ctx context.Context, s *side, w window, writes []*wr
 	// in the statement that records the apply: one round trip for both.
 	var doc []byte
 	if s.marked && len(res.wrote) > 0 {
-		doc = encodeJSON(marker(writes, res))
+		doc = encodeJSON(marker(writes, res, r.seeding))
 	}
 	_, err = tx.Exec(ctx, `WITH marker AS (
 			INSERT INTO tandem.change_queue (table_name, op, new, origin)
@@ -234,6 +234,12 @@ func (s *side) applyBulk(ctx context.Context, tx pgx.Tx, writes []*write) (*appl
 	if len(ins) == 0 {
 		return res, nil
 	}
+	if len(ins) > 1 {
+		bulk, err := s.insertBulk(ctx, tx, ins, res)
+		if err != nil || bulk {
+			return res, err
+		}
+	}
 	b := &pgx.Batch{}
 	for _, w := range ins {
 		b.Queue(s.insertSQL(w.Vals), encodeJSON(w.Vals))
@@ -254,7 +260,7 @@ func (s *side) applyBulk(ctx context.Context, tx pgx.Tx, writes []*write) (*appl
 }
 
 func (res *applyResult) created(ref string, key []byte) error {
-	k, err := decodeJSON(key)
+	k, err := decodeFlat(key)
 	if err != nil {
 		return err
 	}
@@ -396,8 +402,12 @@ type markerDoc struct {
 }
 
 // marker lists what an apply wrote, for the marker row that stands for the
-// per-row echoes of its writes.
-func marker(writes []*write, res *applyResult) markerDoc {
+// per-row echoes of its writes. In an initial sync the rows it creates are
+// listed by key alone: the values of an insert's echo only matter to an
+// application write to the same row before it, and a row the initial sync
+// creates has a key nothing wrote before (drawn from its sequence, or
+// refused by its unique index).
+func marker(writes []*write, res *applyResult, seeding bool) markerDoc {
 	byRef := make(map[string]*write, len(writes))
 	for _, w := range writes {
 		byRef[w.Ref] = w
@@ -415,6 +425,9 @@ func marker(writes []*write, res *applyResult) markerDoc {
 		m := marked{Op: w.Kind, Vals: w.Vals, Key: json.RawMessage(ref)} // an update's or delete's ref is its key
 		if w.Kind == "insert" {
 			m.Key = json.RawMessage(created[ref])
+			if seeding {
+				m.Vals = nil
+			}
 		}
 		doc.Writes = append(doc.Writes, m)
 	}

@@ -231,6 +231,8 @@ func (r *benchRig) seed(b *testing.B, n int) {
 		r.exec(b, r.hub, "SELECT setval('hs_contacts_id_seq', $1)", n)
 		r.exec(b, r.ctl, `INSERT INTO tandem.links (sync_id, source_key, target_key)
 			SELECT $1, jsonb_build_object('id', i), jsonb_build_object('id', i) FROM generate_series(1, $2::int) i`, syncID, n)
+		// A sync that has run before: no initial sync.
+		r.exec(b, r.ctl, `INSERT INTO tandem.sync_state (sync_id) VALUES ($1)`, syncID)
 		if r.walCRM {
 			r.installCRMWAL(b)
 		}

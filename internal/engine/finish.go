@@ -89,8 +89,8 @@ func (r *syncRun) outcomes(p *plan, results [2]*applyResult) (links, unlinks [][
 		// committed is what its tandem.applied row says.
 		for _, c := range results[s].Created {
 			var pair [2]Values
-			pair[to], _ = decodeJSON([]byte(c[1]))
-			pair[to.Other()], _ = decodeJSON([]byte(strings.TrimPrefix(c[0], insertRefPrefix)))
+			pair[to], _ = decodeFlat([]byte(c[1]))
+			pair[to.Other()], _ = decodeFlat([]byte(strings.TrimPrefix(c[0], insertRefPrefix)))
 			if pair[to] != nil && pair[to.Other()] != nil {
 				links = append(links, pair)
 			}
@@ -130,6 +130,19 @@ func (r *syncRun) saveLinks(ctx context.Context, tx pgx.Tx, links, unlinks [][2]
 		}
 	}
 	if len(links) == 0 {
+		return nil
+	}
+	if r.seeding {
+		// An initial sync links only keys without a link (see resolveSeed
+		// and pairSeed): nothing to replace, and COPY is the fast way in.
+		rows := make([][]any, len(links))
+		for i, l := range links {
+			rows[i] = []any{r.cfg.ID, appendJSON(nil, l[0]), appendJSON(nil, l[1])}
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"tandem", "links"}, []string{"sync_id", "source_key", "target_key"},
+			pgx.CopyFromRows(rows)); err != nil {
+			return fmt.Errorf("linking: %w", err)
+		}
 		return nil
 	}
 	// A re-created row replaces the link of the row it stands for.

@@ -1,7 +1,9 @@
 package engine
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -33,9 +35,20 @@ import (
 // seed is the chunk of existing rows a run of the initial sync covers: the
 // rows of one side with keys in (After, Upto], in key order.
 type seed struct {
-	Phase mapping.Side
-	After Values // nil: from the first row
-	Upto  Values
+	Phase  mapping.Side
+	After  Values // nil: from the first row
+	Upto   Values
+	Bounds initialBounds
+}
+
+// initialBounds is what an initial sync walks: each side's rows up to its
+// last key when the initial sync began (later rows were captured after it
+// began: they stream). Linked: the sync had links then; without any, a
+// source row walked has none (its chunk is the first to see it).
+type initialBounds struct {
+	Source Values `json:"source"`
+	Target Values `json:"target"`
+	Linked bool   `json:"linked"`
 }
 
 // InitialProgress is where a sync's initial sync stands.
@@ -64,15 +77,22 @@ func (r *syncRun) beginInitial(ctx context.Context) (bool, error) {
 	if err := errors.Join(r.tgt.check(ctx), <-checked); err != nil {
 		return false, err
 	}
+	var err error
 	var counts [2]int64
 	for i, s := range r.sides() {
 		if err := s.Pool.QueryRow(ctx, "SELECT count(*) FROM "+s.ident).Scan(&counts[i]); err != nil {
 			return false, fmt.Errorf("node %s: counting rows of %s: %w", s.Node, s.Table, err)
 		}
 	}
-	until, err := r.src.lastKey(ctx)
-	if err != nil {
+	var until initialBounds
+	if until.Source, err = r.src.lastKey(ctx); err != nil {
 		return false, err
+	}
+	if until.Target, err = r.tgt.lastKey(ctx); err != nil {
+		return false, err
+	}
+	if err := r.e.Control.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tandem.links WHERE sync_id = $1)`, r.cfg.ID).Scan(&until.Linked); err != nil {
+		return false, fmt.Errorf("control: reading links of sync %s: %w", r.cfg.ID, err)
 	}
 	pairs := r.pairFields()
 	if len(pairs) == 0 && counts[0] > 0 && counts[1] > 0 {
@@ -100,7 +120,7 @@ func (r *syncRun) beginInitial(ctx context.Context) (bool, error) {
 				initial_phase = 'source', initial_after = NULL, initial_until = $7, initial_done = 0, initial_total = $6,
 				initial_started_at = now(), initial_completed_at = NULL
 			WHERE sync_id = $1 AND pending_run IS NULL RETURNING true`,
-			r.cfg.ID, r.src.Node, r.src.Table, r.tgt.Node, r.tgt.Table, counts[0]+counts[1], keyParam(until)).Scan(&begun)
+			r.cfg.ID, r.src.Node, r.src.Table, r.tgt.Node, r.tgt.Table, counts[0]+counts[1], encodeJSONReflect(until)).Scan(&begun)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
 		}
@@ -133,13 +153,12 @@ func (r *syncRun) planSeed(ctx context.Context, tx pgx.Tx, phase string, after, 
 	if phase == "target" {
 		sd.Phase = mapping.Target
 	}
-	var last Values
 	var err error
 	if sd.After, err = decodeJSON(after); err != nil {
 		return nil, err
 	}
-	if last, err = decodeJSON(until); err != nil {
-		return nil, err
+	if sd.Bounds, err = decodeBounds(until); err != nil {
+		return nil, fmt.Errorf("sync_state.initial_until of %s: %w", r.cfg.ID, err)
 	}
 	for {
 		s := r.sides()[sd.Phase]
@@ -148,6 +167,10 @@ func (r *syncRun) planSeed(ctx context.Context, tx pgx.Tx, phase string, after, 
 		}
 		if err := s.check(ctx); err != nil {
 			return nil, err
+		}
+		last := sd.Bounds.Source
+		if sd.Phase == mapping.Target {
+			last = sd.Bounds.Target
 		}
 		if sd.Upto, err = s.chunkEnd(ctx, sd.After, last, r.seedRows()); err != nil {
 			return nil, err
@@ -158,17 +181,8 @@ func (r *syncRun) planSeed(ctx context.Context, tx pgx.Tx, phase string, after, 
 		if sd.Phase == mapping.Target {
 			break
 		}
-		// The target's rows up to its last key now; rows inserted later were
-		// captured after the initial sync began, and stream.
 		sd.Phase, sd.After = mapping.Target, nil
-		if err := r.tgt.check(ctx); err != nil {
-			return nil, err
-		}
-		if last, err = r.tgt.lastKey(ctx); err != nil {
-			return nil, err
-		}
-		if _, err := tx.Exec(ctx, `UPDATE tandem.sync_state SET initial_phase = 'target', initial_after = NULL, initial_until = $2
-			WHERE sync_id = $1`, r.cfg.ID, keyParam(last)); err != nil {
+		if _, err := tx.Exec(ctx, `UPDATE tandem.sync_state SET initial_phase = 'target', initial_after = NULL WHERE sync_id = $1`, r.cfg.ID); err != nil {
 			return nil, err
 		}
 	}
@@ -178,6 +192,15 @@ func (r *syncRun) planSeed(ctx context.Context, tx pgx.Tx, phase string, after, 
 	}
 	r.initialDone = true
 	return nil, nil
+}
+
+// decodeBounds decodes sync_state.initial_until; numbers in keys stay
+// json.Number, as in every key the engine handles.
+func decodeBounds(b []byte) (initialBounds, error) {
+	var out initialBounds
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	return out, d.Decode(&out)
 }
 
 // seedRows is the number of rows one run of the initial sync reads.
@@ -203,6 +226,9 @@ func (r *syncRun) resolveSeed(ctx context.Context, sd *seed) (*plan, []*entity, 
 		keys[from] = append(keys[from], e.keyTxt[from])
 		ents = append(ents, e)
 	}
+	if from == mapping.Source && !sd.Bounds.Linked {
+		keys[from] = nil // no link existed when the initial sync began
+	}
 	links, err := r.loadLinks(ctx, keys)
 	if err != nil {
 		return nil, nil, err
@@ -214,6 +240,9 @@ func (r *syncRun) resolveSeed(ctx context.Context, sd *seed) (*plan, []*entity, 
 			linked = append(linked, o.vals)
 		}
 	}
+	if from == mapping.Target {
+		linked = nil // a linked target row was compared while the source was walked
+	}
 	partners, err := ts.fetchRows(ctx, ts.Pool, linked)
 	if err != nil {
 		return nil, nil, err
@@ -222,10 +251,6 @@ func (r *syncRun) resolveSeed(ctx context.Context, sd *seed) (*plan, []*entity, 
 	for _, e := range ents {
 		if e.linked {
 			if row, ok := partners[e.keyTxt[to]]; ok {
-				if from == mapping.Target {
-					e.net[from] = nil // compared while the source was walked
-					continue
-				}
 				e.net[to] = seedNet(to, e.key[to], e.keyTxt[to], row)
 				continue
 			}

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"encoding/json"
+	"maps"
 	"slices"
 	"strconv"
 )
@@ -55,6 +56,23 @@ func appendJSON(b []byte, v any) []byte {
 		return appendArray(b, x, appendJSON)
 	case []string:
 		return appendArray(b, x, appendJSONString)
+	case []Values:
+		return appendArray(b, x, func(b []byte, v Values) []byte { return appendJSON(b, map[string]any(v)) })
+	case []map[string]Values:
+		return appendArray(b, x, func(b []byte, m map[string]Values) []byte {
+			if m == nil {
+				return append(b, "null"...)
+			}
+			keys := slices.Sorted(maps.Keys(m))
+			b = append(b, '{')
+			for i, k := range keys {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = appendJSON(append(appendJSONString(b, k), ':'), map[string]any(m[k]))
+			}
+			return append(b, '}')
+		})
 	}
 	return append(b, encodeJSONReflect(v)...)
 }

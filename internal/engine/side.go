@@ -257,14 +257,16 @@ func (s *side) afterKey(t, a string, after Values) string {
 // after is nil) and up to key until, in key order, or the last key when
 // fewer rows follow; nil when none does.
 func (s *side) chunkEnd(ctx context.Context, after, until Values, n int) (Values, error) {
-	sql := fmt.Sprintf(`WITH later AS (
-			SELECT %[1]s AS tandem_key, %[2]s FROM %[3]s t, jsonb_populate_record(NULL::%[3]s, $1::jsonb) a,
-				jsonb_populate_record(NULL::%[3]s, $3::jsonb) u
-			WHERE %[4]s AND (%[2]s) <= (%[6]s) ORDER BY %[2]s LIMIT $2)
-		SELECT tandem_key FROM later ORDER BY %[5]s DESC LIMIT 1`,
-		s.keyObject("t"), s.keyColumns("t"), s.ident, s.afterKey("t", "a", after), strings.Join(quotedAll(s.Key), " DESC, "), s.keyColumns("u"))
+	where := fmt.Sprintf(`FROM %[1]s t, jsonb_populate_record(NULL::%[1]s, $1::jsonb) a, jsonb_populate_record(NULL::%[1]s, $2::jsonb) u
+		WHERE %[2]s AND (%[3]s) <= (%[4]s)`, s.ident, s.afterKey("t", "a", after), s.keyColumns("t"), s.keyColumns("u"))
 	var b []byte
-	err := s.Pool.QueryRow(ctx, sql, keyParam(after), n, keyParam(until)).Scan(&b)
+	// The n-th row, an index-only walk; else the last one, when fewer follow.
+	err := s.Pool.QueryRow(ctx, fmt.Sprintf(`SELECT %s %s ORDER BY %s OFFSET $3 LIMIT 1`, s.keyObject("t"), where, s.keyColumns("t")),
+		keyParam(after), keyParam(until), n-1).Scan(&b)
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = s.Pool.QueryRow(ctx, fmt.Sprintf(`SELECT %s %s ORDER BY %s DESC LIMIT 1`, s.keyObject("t"), where, strings.ReplaceAll(s.keyColumns("t"), ",", " DESC,")),
+			keyParam(after), keyParam(until)).Scan(&b)
+	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -321,7 +323,7 @@ func (s *side) rowsIn(ctx context.Context, after, upto Values) ([]Values, error)
 		if err := rows.Scan(&b); err != nil {
 			return nil, fmt.Errorf("node %s: reading rows of %s: %w", s.Node, s.Table, err)
 		}
-		row, err := decodeJSON(b)
+		row, err := decodeFlat(b)
 		if err != nil {
 			return nil, fmt.Errorf("node %s: decoding a row of %s: %w", s.Node, s.Table, err)
 		}

@@ -65,6 +65,9 @@ func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (w
 				if w.Seed.After, err = decodeJSON(after); err != nil {
 					return err
 				}
+				if w.Seed.Bounds, err = decodeBounds(until); err != nil {
+					return err
+				}
 				w.Seed.Upto, err = decodeJSON(upto)
 			}
 			return err

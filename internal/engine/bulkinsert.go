@@ -1,0 +1,125 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// insertBulk inserts rows that all set the same columns in one statement
+// (one trigger call, one round trip), when the new rows' keys are known
+// before the insert: each key column is either written, or drawn from its
+// sequence (serial, identity) here first. Otherwise it reports false and
+// leaves the rows to the row-by-row batch.
+func (s *side) insertBulk(ctx context.Context, tx pgx.Tx, ins []*write, res *applyResult) (bool, error) {
+	cols := slices.Sorted(maps.Keys(ins[0].Vals))
+	for _, w := range ins[1:] {
+		if len(w.Vals) != len(cols) || !hasAll(w.Vals, cols) {
+			return false, nil
+		}
+	}
+	var drawn []string // key columns the rows do not set: drawn from their sequences
+	for _, k := range s.Key {
+		if !slices.Contains(cols, k) {
+			drawn = append(drawn, k)
+		}
+	}
+	seqs, err := s.keySequences(ctx, tx, drawn)
+	if err != nil || seqs == nil {
+		return false, err
+	}
+	keys := make([][]json.Number, len(drawn))
+	for i, seq := range seqs {
+		rows, err := tx.Query(ctx, `SELECT nextval($1::regclass)::text FROM generate_series(1, $2)`, seq, len(ins))
+		if err != nil {
+			return false, err
+		}
+		vals, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return false, err
+		}
+		for _, v := range vals {
+			keys[i] = append(keys[i], json.Number(v))
+		}
+	}
+	all := slices.Concat(cols, drawn)
+	rows := make([]Values, len(ins))
+	want := make(map[string]string, len(ins)) // canonical key -> ref
+	for i, w := range ins {
+		row := maps.Clone(w.Vals)
+		for j, k := range drawn {
+			row[k] = keys[j][i]
+		}
+		rows[i] = row
+		want[canonicalKey(s.keyOf(row))] = w.Ref
+	}
+	quoted := quotedAll(all)
+	rcols := make([]string, len(quoted))
+	for i, q := range quoted {
+		rcols[i] = "r." + q
+	}
+	sql := fmt.Sprintf(`INSERT INTO %[1]s AS t (%[2]s) OVERRIDING SYSTEM VALUE
+		SELECT %[3]s FROM jsonb_populate_recordset(NULL::%[1]s, $1::jsonb) r RETURNING %[4]s`,
+		s.ident, strings.Join(quoted, ", "), strings.Join(rcols, ", "), s.keyObject("t"))
+	got, err := tx.Query(ctx, sql, encodeJSON(rows))
+	if err != nil {
+		return false, err
+	}
+	created, err := pgx.CollectRows(got, pgx.RowTo[[]byte])
+	if err != nil {
+		return false, err
+	}
+	for _, b := range created {
+		k, err := decodeFlat(b)
+		if err != nil {
+			return false, err
+		}
+		ref, ok := want[canonicalKey(k)]
+		if !ok {
+			// The node stored a written key otherwise than it was given
+			// (a padded char, a rounded numeric): the row's ref is unknown.
+			return false, fmt.Errorf("%w: %s", errKeyRewritten, b)
+		}
+		if err := res.created(ref, b); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+func hasAll(v Values, cols []string) bool {
+	for _, c := range cols {
+		if _, ok := v[c]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// keySequences returns the sequence of each key column (serial or
+// identity), or nil when one has none.
+func (s *side) keySequences(ctx context.Context, tx pgx.Tx, cols []string) ([]string, error) {
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		var seq *string
+		if err := tx.QueryRow(ctx, `SELECT pg_get_serial_sequence($1, $2)`, s.ident, c).Scan(&seq); err != nil {
+			return nil, fmt.Errorf("reading the sequence of %s.%s: %w", s.Table, c, err)
+		}
+		if seq == nil {
+			return nil, nil
+		}
+		out[i] = *seq
+	}
+	return out, nil
+}
+
+// errKeyRewritten: a bulk insert's node stored a written key otherwise than
+// it was given (a padded char, a rounded numeric), so which row is which is
+// unknown. The apply rolls the statement back and inserts row by row.
+var errKeyRewritten = errors.New("an inserted key is not one that was written")
