@@ -178,6 +178,9 @@ type syncRun struct {
 	seeding  bool // the run is a chunk of the initial sync
 	// initialDone: planning found the initial sync's last chunk done.
 	initialDone bool
+	// ahead: the chunk after the last one, being read; next: the read this
+	// run started.
+	ahead, next *readAhead
 }
 
 func (e *Engine) newRun(s *config.Sync) (*syncRun, error) {
@@ -242,6 +245,8 @@ func (e *Engine) runSync(ctx context.Context, id, trigger string, resync bool) (
 			return total, err
 		}
 	}
+	var ahead *readAhead
+	defer func() { ahead.wait() }()
 	for {
 		// Pull before every window: the echoes of the last window's applies
 		// must be in change_log before the next window is cut.
@@ -262,7 +267,9 @@ func (e *Engine) runSync(ctx context.Context, id, trigger string, resync bool) (
 				e.reportProgress(ctx, id, false)
 			}
 		}
+		r.ahead = ahead
 		res, more, err := r.run(ctx, trigger)
+		ahead = r.next
 		total.add(res)
 		if r.seeding || r.initialDone {
 			e.reportProgress(ctx, id, r.initialDone)
@@ -319,6 +326,9 @@ func (r *syncRun) run(ctx context.Context, trigger string) (res Result, more boo
 		return res, false, err
 	}
 	r.seeding = w.Seed != nil
+	if r.seeding {
+		r.next = r.readNext(ctx, w.Seed)
+	}
 	res.Idle, res.RunID = false, w.RunID
 	log := r.e.logger().With("sync", r.cfg.ID, "run_id", w.RunID)
 	res, err = r.execute(ctx, w, res)

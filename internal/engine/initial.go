@@ -39,6 +39,58 @@ type seed struct {
 	After  Values // nil: from the first row
 	Upto   Values
 	Bounds initialBounds
+	rows   []Values // read ahead, or nil
+}
+
+// readAhead reads the chunk after a planned one while that one is
+// resolved and applied: the two nodes and the control database then work
+// at once. A chunk read early is as good as one read on time: a change
+// made to its rows since was captured after the initial sync began, and
+// streams after it.
+type readAhead struct {
+	phase       mapping.Side
+	after, upto Values
+	rows        []Values
+	err         error
+	done        chan struct{}
+}
+
+// readNext starts reading the chunk after sd, up to the phase's bound.
+func (r *syncRun) readNext(ctx context.Context, sd *seed) *readAhead {
+	f := &readAhead{phase: sd.Phase, after: sd.Upto, done: make(chan struct{})}
+	s := r.sides()[sd.Phase]
+	last := sd.Bounds.Source
+	if sd.Phase == mapping.Target {
+		last = sd.Bounds.Target
+	}
+	go func() {
+		defer close(f.done)
+		if f.upto, f.err = s.chunkEnd(ctx, f.after, last, r.seedRows()); f.err != nil || f.upto == nil {
+			return
+		}
+		f.rows, f.err = s.rowsIn(ctx, f.after, f.upto)
+	}()
+	return f
+}
+
+// take waits for the read and returns it when it is the chunk after key
+// after of phase; nil otherwise.
+func (f *readAhead) take(phase mapping.Side, after Values) *readAhead {
+	if f == nil {
+		return nil
+	}
+	<-f.done
+	if f.phase != phase || after == nil || canonicalKey(f.after) != canonicalKey(after) {
+		return nil
+	}
+	return f
+}
+
+// wait lets a read still under way end.
+func (f *readAhead) wait() {
+	if f != nil {
+		<-f.done
+	}
 }
 
 // initialBounds is what an initial sync walks: each side's rows up to its
@@ -172,7 +224,9 @@ func (r *syncRun) planSeed(ctx context.Context, tx pgx.Tx, phase string, after, 
 		if sd.Phase == mapping.Target {
 			last = sd.Bounds.Target
 		}
-		if sd.Upto, err = s.chunkEnd(ctx, sd.After, last, r.seedRows()); err != nil {
+		if f := r.ahead.take(sd.Phase, sd.After); f != nil && f.err == nil && f.upto != nil {
+			sd.Upto, sd.rows = f.upto, f.rows // read while the last chunk applied
+		} else if sd.Upto, err = s.chunkEnd(ctx, sd.After, last, r.seedRows()); err != nil {
 			return nil, err
 		}
 		if sd.Upto != nil {
@@ -211,9 +265,12 @@ func (r *syncRun) resolveSeed(ctx context.Context, sd *seed) (*plan, []*entity, 
 	p := &plan{}
 	from, to := sd.Phase, sd.Phase.Other()
 	fs, ts := r.sides()[from], r.sides()[to]
-	rows, err := fs.rowsIn(ctx, sd.After, sd.Upto)
-	if err != nil {
-		return nil, nil, err
+	rows := sd.rows
+	if rows == nil {
+		var err error
+		if rows, err = fs.rowsIn(ctx, sd.After, sd.Upto); err != nil {
+			return nil, nil, err
+		}
 	}
 	p.seeded = len(rows)
 	ents := make([]*entity, 0, len(rows))
