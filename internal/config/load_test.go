@@ -49,7 +49,7 @@ func TestLoadExample(t *testing.T) {
 			ID: "contacts", Entity: "contacts",
 			Source:    Endpoint{Node: "crm", Table: "public.contacts", Line: 9},
 			Target:    Endpoint{Node: "hubspot", Table: "public.hs_contacts", Key: []string{"hs_id"}, Line: 10},
-			Direction: DirectionBidirectional, Conflict: ConflictLatestWins, Interval: 5 * time.Second,
+			Direction: DirectionBidirectional, Conflict: ConflictLatestWins, Initial: ConflictLatestWins, Interval: 5 * time.Second,
 			Match: []string{"email"},
 			Fields: []Field{
 				{Source: []string{"full_name"}, Target: []string{"firstname", "lastname"}, Transform: TransformSplitName, Line: 16},
@@ -63,7 +63,7 @@ func TestLoadExample(t *testing.T) {
 			ID: "companies", Entity: "hs_companies",
 			Source:    Endpoint{Node: "crm", Table: "companies", Key: []string{"id"}, Line: 22},
 			Target:    Endpoint{Node: "hubspot", Table: "hs_companies", Line: 24},
-			Direction: DirectionSourceToTarget, Conflict: ConflictLatestWins, Interval: DefaultInterval,
+			Direction: DirectionSourceToTarget, Conflict: ConflictLatestWins, Initial: ConflictLatestWins, Interval: DefaultInterval,
 			Fields: []Field{
 				{Source: []string{"name"}, Target: []string{"company_name"}, Transform: TransformTrim, Line: 27},
 			},

@@ -284,6 +284,17 @@ func TestValidateSync(t *testing.T) {
     fields:
       - { source: email, target: e_mail }
 `, []want{{15, "syncs[1].match", "lists no columns"}}},
+		{"match on a split column, and a bad initial strategy", `  - id: s1
+    source: { node: a, table: t1 }
+    target: { node: b, table: t2 }
+    match: [full_name]
+    initial: newest
+    fields:
+      - { source: full_name, target: [first, last], transform: split_name }
+`, []want{
+			{9, "syncs[0].match", `column "full_name" is in a field that maps 1 column(s) to 2: match takes columns of one-to-one fields`},
+			{10, "syncs[0].initial", `unknown initial sync strategy "newest"`},
+		}},
 		{"different keys for one table", `  - id: s1
     source: { node: a, table: t1, key: [id] }
     target: { node: b, table: t2 }
