@@ -131,8 +131,11 @@ func (n *netChange) add(c *change) {
 			n.At[col] = c.CapturedAt
 		}
 	case opDelete:
-		if n.Created { // inserted and deleted in the window: nothing happened
-			n.Op, n.Created, n.Vals, n.Old = netNone, false, nil, nil
+		if n.Created {
+			// Inserted and deleted in the window: nothing happened, unless an
+			// initial sync read the row in between and created it on the other
+			// side. So it is a delete, which only a linked entity passes on.
+			n.Op, n.Created, n.Vals, n.Old = netDelete, false, nil, maps.Clone(c.Old)
 			clear(n.At)
 			return
 		}

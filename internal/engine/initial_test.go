@@ -230,3 +230,45 @@ func TestResyncSettlesDrift(t *testing.T) {
 	r.requireSameContacts()
 	r.idle("contacts")
 }
+
+// A row inserted after the initial sync began, read by it (its key sorts
+// inside the walk) and deleted before it ended: the insert and the delete
+// stream after it in one window, and the row it created on the other side
+// is deleted too.
+func TestInitialSyncRowInsertedAndDeletedWhileItRuns(t *testing.T) {
+	const ddl = `CREATE TABLE items (sku text PRIMARY KEY, name text, qty int);
+		INSERT INTO items SELECT 's' || n, 'item ' || n, n FROM generate_series(100, 400) n`
+	yaml := `control: ${CTL}
+nodes:
+  crm: { dsn: "${CRM}" }
+  hubspot: { dsn: "${HUB}" }
+syncs:
+  - id: items
+    source: { node: crm, table: public.items }
+    target: { node: hubspot, table: public.items }
+    fields:
+      - { source: sku, target: sku }
+      - { source: name, target: name }
+      - { source: qty, target: qty }
+`
+	r := newRig(t, yaml, map[string]string{"crm": ddl, "hubspot": `CREATE TABLE items (sku text PRIMARY KEY, name text, qty int)`})
+	r.eng.Window = 100 // chunks of 50 rows
+	step := 0
+	r.eng.Progress = func(p engine.InitialProgress) {
+		step++
+		switch step {
+		case 1: // begun: a row sorting first, read by the first chunk
+			r.exec("crm", `INSERT INTO items VALUES ('a', 'early', 1)`)
+		case 3: // created on hubspot by now
+			require.Equal(t, []string{"early"}, r.rows("hubspot", `SELECT name FROM items WHERE sku = 'a'`))
+			r.exec("crm", `DELETE FROM items WHERE sku = 'a'`)
+		}
+	}
+	r.run("items")
+	require.Greater(t, step, 3)
+	r.eng.Progress = nil
+	r.run("items")
+	require.Empty(t, r.rows("hubspot", `SELECT name FROM items WHERE sku = 'a'`))
+	require.Equal(t, r.rows("crm", `SELECT sku, name, qty FROM items ORDER BY sku`), r.rows("hubspot", `SELECT sku, name, qty FROM items ORDER BY sku`))
+	r.idle("items")
+}
