@@ -58,7 +58,8 @@ type readAhead struct {
 // readNext starts reading the chunk after sd, up to the phase's bound.
 func (r *syncRun) readNext(ctx context.Context, sd *seed) *readAhead {
 	f := &readAhead{phase: sd.Phase, after: sd.Upto, done: make(chan struct{})}
-	s := r.sides()[sd.Phase]
+	s := *r.sides()[sd.Phase] // its own copy: the run checks the side meanwhile
+	s.Key, s.Cols = slices.Clone(s.Key), slices.Clone(s.Cols)
 	last := sd.Bounds.Source
 	if sd.Phase == mapping.Target {
 		last = sd.Bounds.Target
