@@ -181,6 +181,10 @@ type syncRun struct {
 	// ahead: the chunk after the last one, being read; next: the read this
 	// run started.
 	ahead, next *readAhead
+	// repair: keys of each side to repair (see Repair), when no run is
+	// pending and no initial sync under way; repairPlanned: this run is it.
+	repair        *[2][]Values
+	repairPlanned bool
 }
 
 func (e *Engine) newRun(s *config.Sync) (*syncRun, error) {
@@ -217,10 +221,13 @@ func (e *Engine) syncsReading(ep config.Endpoint) int {
 //
 // A sync that has never run first does its initial sync (see Resync).
 func (e *Engine) RunSync(ctx context.Context, id, trigger string) (Result, error) {
-	return e.runSync(ctx, id, trigger, false)
+	return e.runSync(ctx, id, trigger, false, nil)
 }
 
-func (e *Engine) runSync(ctx context.Context, id, trigger string, resync bool) (Result, error) {
+// runSync runs a sync until its windows are done: first its initial sync
+// when it has none yet or resync asks for one, and a repair of the given
+// keys when repair is set.
+func (e *Engine) runSync(ctx context.Context, id, trigger string, resync bool, repair *[2][]Values) (Result, error) {
 	var total Result
 	total.Idle = true
 	s, ok := e.Config.SyncByID(id)
@@ -267,9 +274,12 @@ func (e *Engine) runSync(ctx context.Context, id, trigger string, resync bool) (
 				e.reportProgress(ctx, id, false)
 			}
 		}
-		r.ahead = ahead
+		r.ahead, r.repair = ahead, repair
 		res, more, err := r.run(ctx, trigger)
 		ahead = r.next
+		if r.repairPlanned {
+			repair = nil
+		}
 		total.add(res)
 		if r.seeding || r.initialDone {
 			e.reportProgress(ctx, id, r.initialDone)
@@ -325,7 +335,7 @@ func (r *syncRun) run(ctx context.Context, trigger string) (res Result, more boo
 	if err != nil || w.RunID == 0 {
 		return res, false, err
 	}
-	r.seeding = w.Seed != nil
+	r.seeding = w.Seed != nil && w.Seed.Repair == nil
 	if r.seeding {
 		r.next = r.readNext(ctx, w.Seed)
 	}
@@ -342,7 +352,7 @@ func (r *syncRun) run(ctx context.Context, trigger string) (res Result, more boo
 			"conflicts", res.Conflicts, "errors", res.Errors, "ms", time.Since(start).Milliseconds())
 	}
 	full := w.SourceThrough-w.SourceFrom >= int64(r.e.windowSize())/2 || w.TargetThrough-w.TargetFrom >= int64(r.e.windowSize())/2
-	return res, full || w.Redo || r.seeding, nil
+	return res, full || w.Redo || w.Seed != nil, nil
 }
 
 // execute does a planned window: load, resolve, apply, record.

@@ -9,6 +9,9 @@ import (
 
 // resolveWindow loads both sides' windows and decides what to write.
 func (r *syncRun) resolveWindow(ctx context.Context, w window) (*plan, []*entity, error) {
+	if w.Seed != nil && w.Seed.Repair != nil {
+		return r.resolveRepair(ctx, *w.Seed.Repair)
+	}
 	if w.Seed != nil {
 		return r.resolveSeed(ctx, w.Seed)
 	}

@@ -42,7 +42,8 @@ func (r *syncRun) finish(ctx context.Context, w window, p *plan, ents []*entity,
 		}
 		if _, err := tx.Exec(ctx, `UPDATE tandem.sync_state SET source_through = $2, target_through = $3,
 			pending_run = NULL, pending_source_through = NULL, pending_target_through = NULL, last_error = NULL,
-			initial_after = coalesce(pending_initial_upto, initial_after), initial_done = initial_done + $4,
+			initial_after = CASE WHEN initial_phase IS NULL THEN initial_after ELSE coalesce(pending_initial_upto, initial_after) END,
+			initial_done = initial_done + $4,
 			pending_initial_upto = NULL
 			WHERE sync_id = $1`, r.cfg.ID, w.SourceThrough, w.TargetThrough, p.seeded); err != nil {
 			return err

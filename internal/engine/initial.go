@@ -40,6 +40,9 @@ type seed struct {
 	Upto   Values
 	Bounds initialBounds
 	rows   []Values // read ahead, or nil
+	// Repair: not a chunk of the initial sync but the keys of each side
+	// that a repair brings into step (see Repair).
+	Repair *[2][]Values
 }
 
 // readAhead reads the chunk after a planned one while that one is
@@ -117,7 +120,7 @@ type InitialProgress struct {
 // of both tables is paired, compared and completed as on the sync's first
 // run, then the sync streams on.
 func (e *Engine) Resync(ctx context.Context, id string) (Result, error) {
-	return e.runSync(ctx, id, "initial", true)
+	return e.runSync(ctx, id, "initial", true, nil)
 }
 
 // beginInitial starts the initial sync of the run's sync, after its sides

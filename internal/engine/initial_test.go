@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -271,4 +272,65 @@ syncs:
 	require.Empty(t, r.rows("hubspot", `SELECT name FROM items WHERE sku = 'a'`))
 	require.Equal(t, r.rows("crm", `SELECT sku, name, qty FROM items ORDER BY sku`), r.rows("hubspot", `SELECT sku, name, qty FROM items ORDER BY sku`))
 	r.idle("items")
+}
+
+// Drift made behind tandem's back (triggers off) is repaired for the keys
+// given: the differing pair by the sync's conflict strategy, with the value
+// lost recorded; rows missing on a side are created there again, never
+// deleted on the other.
+func TestRepairKeysSettlesDrift(t *testing.T) {
+	r := existingRig(t, "    match: [email]\n    conflict: source_wins\n")
+	r.run("contacts")
+	key := func(node, table, email string) engine.Values {
+		return engine.Values{"id": json.Number(r.rows(node, `SELECT id FROM `+table+` WHERE lower(email) = $1`, email)[0])}
+	}
+	drifted := key("hubspot", "hs_contacts", "user5@x.com")
+	goneThere := key("crm", "contacts", "user6@x.com")      // its hubspot row is deleted
+	goneHere := key("hubspot", "hs_contacts", "hub9@x.com") // its crm row is deleted
+	r.exec("hubspot", `SET session_replication_role = replica;
+		UPDATE hs_contacts SET phone_number = 'drift' WHERE email = 'user5@x.com';
+		DELETE FROM hs_contacts WHERE email = 'user6@x.com';
+		INSERT INTO hs_contacts (firstname, email) VALUES ('Behind', 'behind@x.com')`)
+	r.exec("crm", `SET session_replication_role = replica; DELETE FROM contacts WHERE email = 'hub9@x.com'`)
+	behind := key("hubspot", "hs_contacts", "behind@x.com")
+	r.idle("contacts")
+
+	res, err := r.eng.RepairKeys(context.Background(), "contacts",
+		[2][]engine.Values{{goneThere}, {drifted, goneHere, behind}})
+	require.NoError(t, err)
+	require.Equal(t, 3, res.Created, "%+v", res)
+	require.Equal(t, 1, res.Updated, "%+v", res)
+	require.Equal(t, []string{"p5"}, r.rows("hubspot", `SELECT phone_number FROM hs_contacts WHERE email = 'user5@x.com'`))
+	require.Equal(t, []string{`{"target": {"phone_number": "drift"}}`},
+		r.ctlRows(`SELECT lost::text FROM tandem.sync_conflicts c JOIN tandem.sync_runs r ON r.id = c.run_id WHERE r.trigger = 'repair'`))
+	require.Equal(t, 1, r.ctlInt(`SELECT count(*) FROM tandem.sync_runs WHERE trigger = 'repair'`))
+	r.requireSameContacts()
+	r.idle("contacts")
+}
+
+// A repair cut off after it was planned is redone by the next run.
+func TestRepairCutOffIsRedone(t *testing.T) {
+	r := existingRig(t, "    match: [email]\n    conflict: source_wins\n")
+	r.run("contacts")
+	r.exec("hubspot", `SET session_replication_role = replica; UPDATE hs_contacts SET phone_number = 'drift' WHERE email = 'user5@x.com'`)
+	id := json.Number(r.rows("hubspot", `SELECT id FROM hs_contacts WHERE email = 'user5@x.com'`)[0])
+
+	held := r.holdApplyLock("hubspot", "target")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.eng.RepairKeys(ctx, "contacts", [2][]engine.Values{nil, {{"id": id}}})
+		done <- err
+	}()
+	r.waitForAdvisoryLock("hubspot", "the repair's apply never waited for the lock")
+	cancel()
+	require.Error(t, <-done)
+	require.NoError(t, held.Rollback(context.Background()))
+	require.Equal(t, []string{"drift"}, r.rows("hubspot", `SELECT phone_number FROM hs_contacts WHERE email = 'user5@x.com'`))
+
+	res := r.run("contacts") // the pending repair first
+	require.Equal(t, 1, res.Updated, "%+v", res)
+	require.Equal(t, []string{"p5"}, r.rows("hubspot", `SELECT phone_number FROM hs_contacts WHERE email = 'user5@x.com'`))
+	r.requireSameContacts()
+	r.idle("contacts")
 }

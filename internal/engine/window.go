@@ -57,6 +57,11 @@ func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (w
 		}
 		if pending != nil {
 			w.RunID, w.SourceThrough, w.TargetThrough, w.Redo = *pending, *ps, *pt, true
+			if upto != nil && phase == nil {
+				w.Seed = &seed{}
+				w.Seed.Repair, err = decodeRepair(upto)
+				return err
+			}
 			if upto != nil && phase != nil {
 				w.Seed = &seed{Phase: mapping.Source}
 				if *phase == "target" {
@@ -77,14 +82,24 @@ func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (w
 				return err
 			}
 		}
+		trigger, chunk := "initial", []byte(nil)
+		switch {
+		case w.Seed != nil:
+			chunk = encodeJSON(w.Seed.Upto)
+		case r.repair != nil && phase == nil:
+			w.Seed, trigger, chunk = &seed{Repair: r.repair}, "repair", encodeRepair(r.repair)
+			r.repairPlanned = true
+		}
 		if w.Seed != nil {
+			// A chunk of the initial sync, or a repair: the change_log windows
+			// wait; the chunk is recorded, so a run cut off redoes it.
 			w.SourceThrough, w.TargetThrough = w.SourceFrom, w.TargetFrom
 			return tx.QueryRow(ctx, `WITH run AS (
 					INSERT INTO tandem.sync_runs (sync_id, trigger, source_from, source_through, target_from, target_through)
-					VALUES ($1, 'initial', $2, $2, $3, $3) RETURNING id)
+					VALUES ($1, $5, $2, $2, $3, $3) RETURNING id)
 				UPDATE tandem.sync_state SET pending_run = run.id, pending_source_through = $2,
 					pending_target_through = $3, pending_initial_upto = $4, checked_at = now() FROM run WHERE sync_id = $1 RETURNING run.id`,
-				r.cfg.ID, w.SourceFrom, w.TargetFrom, encodeJSON(w.Seed.Upto)).Scan(&w.RunID)
+				r.cfg.ID, w.SourceFrom, w.TargetFrom, chunk, trigger).Scan(&w.RunID)
 		}
 		if w.SourceThrough, w.TargetThrough, err = r.windowEnds(ctx, tx, w.SourceFrom, w.TargetFrom); err != nil {
 			return err
