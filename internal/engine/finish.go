@@ -71,7 +71,6 @@ func (r *syncRun) finish(ctx context.Context, w window, p *plan, ents []*entity,
 // outcomes turns apply results into link changes and the refs that applied.
 func (r *syncRun) outcomes(p *plan, results [2]*applyResult) (links, unlinks [][2]Values, done map[string]bool) {
 	done = map[string]bool{}
-	links = append(links, p.links...)
 	unlinks = append(unlinks, p.unlinks...)
 	for s := range results {
 		to := mapping.Side(s)
@@ -95,6 +94,20 @@ func (r *syncRun) outcomes(p *plan, results [2]*applyResult) (links, unlinks [][
 			if pair[to] != nil && pair[to.Other()] != nil {
 				links = append(links, pair)
 			}
+		}
+	}
+	// Then the pairs resolution found, unless a key is linked above: a run
+	// redone after its apply committed finds the rows that apply created
+	// and pairs them again by their natural key.
+	taken := [2]map[string]bool{{}, {}}
+	for _, l := range links {
+		taken[0][canonicalKey(l[0])], taken[1][canonicalKey(l[1])] = true, true
+	}
+	for _, l := range p.links {
+		s, t := canonicalKey(l[0]), canonicalKey(l[1])
+		if !taken[0][s] && !taken[1][t] {
+			taken[0][s], taken[1][t] = true, true
+			links = append(links, l)
 		}
 	}
 	return links, unlinks, done

@@ -133,6 +133,17 @@ func (r *syncRun) beginInitial(ctx context.Context) (bool, error) {
 	if err := errors.Join(r.tgt.check(ctx), <-checked); err != nil {
 		return false, err
 	}
+	// The cursors first, then the rows: every change taken up to the cursor
+	// committed before the rows are read, so the reads see it. (A WAL
+	// stream writes change_log on its own time: read the other way round,
+	// a row committed between the two reads would be in neither.)
+	var through [2]int64
+	for i, s := range r.sides() {
+		if err := r.e.Control.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM tandem.change_log WHERE node = $1 AND table_name = $2`,
+			s.Node, s.Table).Scan(&through[i]); err != nil {
+			return false, fmt.Errorf("control: reading change_log of %s on node %s: %w", s.Table, s.Node, err)
+		}
+	}
 	var err error
 	var counts [2]int64
 	for i, s := range r.sides() {
@@ -169,14 +180,12 @@ func (r *syncRun) beginInitial(ctx context.Context) (bool, error) {
 		if _, err := tx.Exec(ctx, `INSERT INTO tandem.sync_state (sync_id) VALUES ($1) ON CONFLICT DO NOTHING`, r.cfg.ID); err != nil {
 			return err
 		}
-		const last = `(SELECT coalesce(max(id), 0) FROM tandem.change_log WHERE node = $%d AND table_name = $%d)`
 		err := tx.QueryRow(ctx, `UPDATE tandem.sync_state SET
-				source_through = greatest(source_through, `+fmt.Sprintf(last, 2, 3)+`),
-				target_through = greatest(target_through, `+fmt.Sprintf(last, 4, 5)+`),
-				initial_phase = 'source', initial_after = NULL, initial_until = $7, initial_done = 0, initial_total = $6,
+				source_through = greatest(source_through, $2), target_through = greatest(target_through, $3),
+				initial_phase = 'source', initial_after = NULL, initial_until = $5, initial_done = 0, initial_total = $4,
 				initial_started_at = now(), initial_completed_at = NULL
 			WHERE sync_id = $1 AND pending_run IS NULL RETURNING true`,
-			r.cfg.ID, r.src.Node, r.src.Table, r.tgt.Node, r.tgt.Table, counts[0]+counts[1], encodeJSONReflect(until)).Scan(&begun)
+			r.cfg.ID, through[0], through[1], counts[0]+counts[1], encodeJSONReflect(until)).Scan(&begun)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
 		}

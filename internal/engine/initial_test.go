@@ -334,3 +334,39 @@ func TestRepairCutOffIsRedone(t *testing.T) {
 	r.requireSameContacts()
 	r.idle("contacts")
 }
+
+// A chunk whose apply committed but whose record did not is redone: it
+// then finds the rows the apply created and pairs them by email again,
+// and links each once.
+func TestInitialSyncChunkRedoneAfterItsApplyCommitted(t *testing.T) {
+	r := existingRig(t, "    match: [email]\n")
+	ctx := context.Background()
+	lock, err := r.ctl.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer lock.Rollback(ctx)
+	_, err = lock.Exec(ctx, `LOCK TABLE tandem.links IN EXCLUSIVE MODE`) // reads go on, writes wait
+	require.NoError(t, err)
+
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.eng.RunSync(runCtx, "contacts", "manual")
+		done <- err
+	}()
+	require.Eventually(t, func() bool {
+		return r.ctlInt(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+			AND wait_event_type = 'Lock' AND query ILIKE 'copy%links%'`) == 1
+	}, time.Minute, 5*time.Millisecond, "the chunk's record never waited for the links")
+	require.NotZero(t, r.nodeInt("hubspot", `SELECT count(*) FROM tandem.applied`), "the chunk's apply committed")
+	cancel()
+	require.Error(t, <-done)
+	require.NoError(t, lock.Rollback(ctx))
+	// The redo plans a write (this row differs now), so it reads back what
+	// the committed apply created.
+	r.exec("crm", `UPDATE contacts SET phone = 'changed' WHERE id = 5000`)
+
+	r.run("contacts")
+	r.requireSameContacts()
+	require.Equal(t, 10500, r.nodeInt("hubspot", `SELECT count(*) FROM hs_contacts`))
+	r.idle("contacts")
+}
