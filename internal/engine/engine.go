@@ -287,6 +287,32 @@ func (e *Engine) runSync(ctx context.Context, id, trigger string, resync bool, r
 		if err != nil || !more {
 			return total, err
 		}
+		if stopRequested(ctx) {
+			return total, nil // the windows left wait for the next run
+		}
+	}
+}
+
+type stopKey struct{}
+
+// WithStop returns ctx carrying stop: once stop is closed, a sync's run
+// ends after the window (or initial sync chunk) in hand, which commits.
+// The daemon runs syncs with a context that a stop request does not
+// cancel, so that window is never cut off; this ends the ones after it.
+func WithStop(ctx context.Context, stop <-chan struct{}) context.Context {
+	return context.WithValue(ctx, stopKey{}, stop)
+}
+
+func stopRequested(ctx context.Context) bool {
+	stop, _ := ctx.Value(stopKey{}).(<-chan struct{})
+	if stop == nil {
+		return false
+	}
+	select {
+	case <-stop:
+		return true
+	default:
+		return false
 	}
 }
 
