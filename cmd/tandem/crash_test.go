@@ -275,10 +275,29 @@ func TestKill9DuringInitialSync(t *testing.T) {
 		INSERT INTO hs_contacts (firstname, lastname, email) SELECT 'Hub', 'Person' || n, 'h' || n || '@x' FROM generate_series(1, 2000) n`)
 
 	kills, during := 0, 0
-	for round := 0; round < 8; round++ {
+	var seen int64 // rows the initial sync had done at the last kill
+	for round := 0; round < 6; round++ {
 		d := startDaemon(t, s.bin, s.env, s.cfg)
+		// Once it has done a chunk more, kill it at a random moment.
+		deadline := time.Now().Add(time.Minute)
+		for {
+			var done int64
+			var under bool
+			err := s.ctl.Pool.QueryRow(context.Background(), `SELECT initial_done, initial_phase IS NOT NULL
+				FROM tandem.sync_state WHERE sync_id = 'contacts'`).Scan(&done, &under)
+			if err == nil && (done > seen || !under) {
+				seen = done
+				break
+			}
+			require.True(t, time.Now().Before(deadline), "the initial sync made no progress for a minute")
+			select {
+			case <-d.done:
+				t.Fatal("tandem run exited on its own")
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
 		select {
-		case <-time.After(time.Duration(300+rand.IntN(600)) * time.Millisecond):
+		case <-time.After(time.Duration(rand.IntN(300)) * time.Millisecond):
 		case <-d.done:
 			t.Fatal("tandem run exited on its own")
 		}
