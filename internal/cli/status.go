@@ -39,7 +39,8 @@ SELECT s.sync_id,
        to_char(st.checked_at, 'YYYY-MM-DD HH24:MI:SS TZ'), st.last_error,
        src.n, now() - src.oldest, tgt.n, now() - tgt.oldest,
        (SELECT count(*) FROM tandem.sync_conflicts c WHERE c.sync_id = s.sync_id AND c.status = 'open'),
-       (SELECT count(*) FROM tandem.sync_errors e WHERE e.sync_id = s.sync_id AND e.resolved_at IS NULL)
+       (SELECT count(*) FROM tandem.sync_errors e WHERE e.sync_id = s.sync_id AND e.resolved_at IS NULL),
+       st.initial_phase IS NOT NULL, coalesce(st.initial_done, 0), coalesce(st.initial_total, 0)
 FROM s
 LEFT JOIN tandem.sync_state st ON st.sync_id = s.sync_id
 LEFT JOIN LATERAL (
@@ -90,6 +91,9 @@ type syncStatus struct {
 	oldest    [2]*time.Duration // age of the oldest of them
 	conflicts int64             // open
 	errors    int64             // open
+	// initial: its initial sync is under way, initialDone of initialTotal rows.
+	initial                   bool
+	initialDone, initialTotal int64
 }
 
 // queuePosition is a node's row in tandem.cursors: what of its queue the
@@ -195,7 +199,7 @@ func readSyncStatus(ctx context.Context, pool *pgxpool.Pool, syncs []*config.Syn
 		c := &s.counts
 		if err := rows.Scan(&s.id, &s.runStatus, &s.runAt, &c[0], &c[1], &c[2], &c[3], &c[4], &c[5],
 			&s.checkedAt, &s.lastError, &s.pending[0], &s.oldest[0], &s.pending[1], &s.oldest[1],
-			&s.conflicts, &s.errors); err != nil {
+			&s.conflicts, &s.errors, &s.initial, &s.initialDone, &s.initialTotal); err != nil {
 			return nil, err
 		}
 		byID[s.id] = s
@@ -302,6 +306,12 @@ func printSyncs(env Env, cfg *config.Config, syncs []syncStatus, nodes map[strin
 			pending[0], pending[1], oldestText(oldest, unknown), s.conflicts, s.errors)
 	}
 	tw.Flush()
+	for i, s := range syncs {
+		if s.initial {
+			fmt.Fprintf(env.Stderr, "sync %s: initial sync under way: %d of %d rows (%s); changes wait until it is done\n",
+				cfg.Syncs[i].ID, s.initialDone, s.initialTotal, percent(s.initialDone, s.initialTotal))
+		}
+	}
 	for i, s := range syncs {
 		if s.lastError != nil && *s.lastError != "" {
 			fmt.Fprintf(env.Stderr, "WARNING: sync %s: last run failed: %s\n", cfg.Syncs[i].ID, *s.lastError)

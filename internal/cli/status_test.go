@@ -162,7 +162,9 @@ func TestStatusShowsPendingChangesAndLastRunPerSync(t *testing.T) {
 	ctl.Exec(t, `INSERT INTO tandem.sync_conflicts (sync_id) VALUES ('contacts'), ('contacts')`)
 	ctl.Exec(t, `UPDATE tandem.sync_conflicts SET status = 'resolved' WHERE id = (SELECT min(id) FROM tandem.sync_conflicts)`)
 	ctl.Exec(t, `INSERT INTO tandem.sync_errors (sync_id, node, table_name, reason) VALUES ('contacts', 'hubspot', 'public.hs_contacts', 'boom')`)
+	ctl.Exec(t, `UPDATE tandem.sync_state SET initial_phase = 'target', initial_done = 1500, initial_total = 4000 WHERE sync_id = 'contacts'`)
 	_, row, r = status() // exits 0: status reports a failed run, it did not fail
+	require.Contains(t, r.stderr, "sync contacts: initial sync under way: 1500 of 4000 rows (37%); changes wait until it is done\n", r)
 	require.Equal(t, "1", row["PENDING TARGET"], r)
 	require.Equal(t, "1", row["OPEN CONFLICTS"], r)
 	require.Equal(t, "1", row["OPEN ERRORS"], r)
