@@ -336,6 +336,13 @@ func (r *syncRun) resolveSeed(ctx context.Context, sd *seed) (*plan, []*entity, 
 		return nil, nil, err
 	}
 	ents = slices.DeleteFunc(ents, func(e *entity) bool { return e.net[0] == nil && e.net[1] == nil })
+	return r.decideExisting(ctx, p, ents)
+}
+
+// decideExisting resolves entities made of existing rows (an initial sync's
+// chunk, a repair): held ones wait in their conflict, latest_wins reads
+// when each row last changed, and the rest is decided as in any run.
+func (r *syncRun) decideExisting(ctx context.Context, p *plan, ents []*entity) (*plan, []*entity, error) {
 	if err := r.markHeld(ctx, ents); err != nil {
 		return nil, nil, err
 	}

@@ -167,10 +167,10 @@ func TestInitialSyncResumesAfterCancellation(t *testing.T) {
 	r.idle("contacts")
 }
 
-func TestInitialSyncPairsByMappedKey(t *testing.T) {
-	const ddl = `CREATE TABLE items (sku text PRIMARY KEY, name text, qty int);
-		INSERT INTO items SELECT 's' || n, 'item ' || n, n FROM generate_series(1, 300) n`
-	yaml := `control: ${CTL}
+// itemsYAML is a sync of items between crm and hubspot whose keys (sku)
+// are mapped to each other, with extra lines before its fields.
+func itemsYAML(extra string) string {
+	return `control: ${CTL}
 nodes:
   crm: { dsn: "${CRM}" }
   hubspot: { dsn: "${HUB}" }
@@ -178,13 +178,17 @@ syncs:
   - id: items
     source: { node: crm, table: public.items }
     target: { node: hubspot, table: public.items }
-    conflict: target_wins
-    fields:
+` + extra + `    fields:
       - { source: sku, target: sku }
       - { source: name, target: name }
       - { source: qty, target: qty }
 `
-	r := newRig(t, yaml, map[string]string{"crm": ddl, "hubspot": ddl + `;
+}
+
+func TestInitialSyncPairsByMappedKey(t *testing.T) {
+	const ddl = `CREATE TABLE items (sku text PRIMARY KEY, name text, qty int);
+		INSERT INTO items SELECT 's' || n, 'item ' || n, n FROM generate_series(1, 300) n`
+	r := newRig(t, itemsYAML("    conflict: target_wins\n"), map[string]string{"crm": ddl, "hubspot": ddl + `;
 		DELETE FROM items WHERE qty > 200; UPDATE items SET name = 'renamed' WHERE qty = 7;
 		INSERT INTO items VALUES ('hub-only', 'h', 0)`})
 	res := r.run("items")
@@ -239,20 +243,7 @@ func TestResyncSettlesDrift(t *testing.T) {
 func TestInitialSyncRowInsertedAndDeletedWhileItRuns(t *testing.T) {
 	const ddl = `CREATE TABLE items (sku text PRIMARY KEY, name text, qty int);
 		INSERT INTO items SELECT 's' || n, 'item ' || n, n FROM generate_series(100, 400) n`
-	yaml := `control: ${CTL}
-nodes:
-  crm: { dsn: "${CRM}" }
-  hubspot: { dsn: "${HUB}" }
-syncs:
-  - id: items
-    source: { node: crm, table: public.items }
-    target: { node: hubspot, table: public.items }
-    fields:
-      - { source: sku, target: sku }
-      - { source: name, target: name }
-      - { source: qty, target: qty }
-`
-	r := newRig(t, yaml, map[string]string{"crm": ddl, "hubspot": `CREATE TABLE items (sku text PRIMARY KEY, name text, qty int)`})
+	r := newRig(t, itemsYAML(""), map[string]string{"crm": ddl, "hubspot": `CREATE TABLE items (sku text PRIMARY KEY, name text, qty int)`})
 	r.eng.Window = 100 // chunks of 50 rows
 	step := 0
 	r.eng.Progress = func(p engine.InitialProgress) {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/tandem-sync/tandem/internal/config"
 	"github.com/tandem-sync/tandem/internal/mapping"
 )
 
@@ -127,15 +126,5 @@ func (r *syncRun) resolveRepair(ctx context.Context, keys [2][]Values) (*plan, [
 			return nil, nil, err
 		}
 	}
-	if err := r.markHeld(ctx, ents); err != nil {
-		return nil, nil, err
-	}
-	if r.strategy() == config.ConflictLatestWins {
-		if err := r.seedTimes(ctx, ents); err != nil {
-			return nil, nil, err
-		}
-	}
-	v := &resolver{run: r, m: r.m, plan: p}
-	v.decide(ents)
-	return p, ents, nil
+	return r.decideExisting(ctx, p, ents)
 }
