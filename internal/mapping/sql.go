@@ -17,7 +17,7 @@ import (
 // caller only uses them to find rows that may differ, and decides with [Field.Map].
 
 // sqlSpace is the whitespace the SQL transforms trim: ASCII's, as unicode.IsSpace has it
-// (\x0b is \v, which E” strings do not know).
+// (\x0b is \v, which an escape string does not know).
 const sqlSpace = `E' \t\n\r\x0b\f'`
 
 // sqlNumber is the SQL pattern of numberLiteral, the JSON number to_number accepts, with
