@@ -26,32 +26,27 @@ func (e *Engine) linkCount(ctx context.Context, syncID string) (int64, error) {
 // mapping.Side, in source_key order.
 type linkPage struct {
 	keys [2][][]byte
-	err  error
 }
 
-// readLinks sends the sync's links to pages a chunk at a time, in
-// source_key order (keyset pagination on the links' primary key: no
-// snapshot is held across chunks), then closes it. A failure is the last
-// page sent.
-func (v *verifier) readLinks(ctx context.Context, pages chan<- linkPage) {
-	defer close(pages)
+// readLinks sends the sync's links a chunk at a time, in source_key order
+// (keyset pagination on the links' primary key: no snapshot is held
+// across chunks).
+func (v *verifier) readLinks(ctx context.Context, send func(linkPage) bool) error {
 	var after []byte
 	for {
-		p := v.linkPage(ctx, after)
-		select {
-		case pages <- p:
-		case <-ctx.Done():
-			return
+		p, err := v.linkPage(ctx, after)
+		if err != nil {
+			return err
 		}
-		n := len(p.keys[0])
-		if p.err != nil || n < v.chunk {
-			return
+		n := len(p.keys[mapping.Source])
+		if n == 0 || !send(p) || n < v.chunk {
+			return nil
 		}
 		after = p.keys[mapping.Source][n-1]
 	}
 }
 
-func (v *verifier) linkPage(ctx context.Context, after []byte) linkPage {
+func (v *verifier) linkPage(ctx context.Context, after []byte) (linkPage, error) {
 	sql := `SELECT source_key, target_key FROM tandem.links WHERE sync_id = $1 ORDER BY source_key LIMIT $2`
 	args := []any{v.r.cfg.ID, v.chunk}
 	if after != nil {
@@ -62,23 +57,21 @@ func (v *verifier) linkPage(ctx context.Context, after []byte) linkPage {
 	var p linkPage
 	rows, err := v.r.e.Control.Query(ctx, sql, args...)
 	if err != nil {
-		p.err = fmt.Errorf("control: reading links: %w", err)
-		return p
+		return p, fmt.Errorf("control: reading links: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var sk, tk []byte
 		if err := rows.Scan(&sk, &tk); err != nil {
-			p.err = fmt.Errorf("control: reading links: %w", err)
-			return p
+			return p, fmt.Errorf("control: reading links: %w", err)
 		}
 		p.keys[mapping.Source] = append(p.keys[mapping.Source], sk)
 		p.keys[mapping.Target] = append(p.keys[mapping.Target], tk)
 	}
 	if err := rows.Err(); err != nil {
-		p.err = fmt.Errorf("control: reading links: %w", err)
+		return p, fmt.Errorf("control: reading links: %w", err)
 	}
-	return p
+	return p, nil
 }
 
 // unlinked returns the keys (raw jsonb) of side s that no link of the sync
