@@ -105,6 +105,10 @@ func printReport(w io.Writer, rep *engine.VerifyReport) {
 	if rep.CaughtUp > 0 {
 		fmt.Fprintf(w, "  %-19s%d (in step once the sync's pending changes were applied)\n", "caught up:", rep.CaughtUp)
 	}
+	if rep.InFlight > 0 {
+		fmt.Fprintf(w, "  %-19s%d (changed again by applications at every re-check: not drift, not verified; verify again)\n",
+			"in flight:", rep.InFlight)
+	}
 	if rep.Clean() {
 		fmt.Fprintln(w, "in step: both tables hold the same mapped data")
 		return

@@ -72,7 +72,7 @@ const verifyBucket = 100
 const recheckBatch = 5000
 
 // maxRechecks bounds the rounds of applying pending changes and comparing
-// again; a round stops them when it settles none of the suspects.
+// again, for rows the application keeps changing.
 const maxRechecks = 3
 
 // verifyLockWait bounds how long a re-check waits for a run of the sync to
@@ -130,6 +130,11 @@ type VerifyReport struct {
 	// CaughtUp counts rows that differed at first and were in step once the
 	// sync's pending changes were applied: changes in flight, not drift.
 	CaughtUp int64
+	// InFlight counts rows that still differed after maxRechecks rounds of
+	// applying pending changes, each time because the application had
+	// changed them again: not drift as far as verify can tell (the sync will
+	// take those changes), and not known to be in step either.
+	InFlight int64
 	Elapsed  time.Duration
 }
 
@@ -231,7 +236,13 @@ func (v *verifier) verify(ctx context.Context) error {
 	if err := v.walkUnlinked(ctx); err != nil {
 		return err
 	}
-	return v.recheck(ctx)
+	if err := v.recheck(ctx); err != nil {
+		return err
+	}
+	if v.progress != nil { // the rows counted may have been more than those read since
+		v.progress(v.done, v.done)
+	}
+	return nil
 }
 
 // advance records n more rows done.

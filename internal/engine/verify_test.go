@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
@@ -249,4 +251,52 @@ func TestVerifyCompositeKeysAndTypes(t *testing.T) {
 	}
 	slices.Sort(want)
 	require.Equal(t, want, drifts(t, r.verify("contacts", engine.VerifyOptions{ChunkRows: 3})))
+}
+
+// Applications keep writing on both nodes while a verify runs (and no
+// daemon does): what they change is in flight, never drift.
+func TestVerifyWhileApplicationsWrite(t *testing.T) {
+	t.Parallel()
+	r := syncedContacts(t, "")
+	ctx, stop := context.WithCancel(context.Background())
+	var written atomic.Int64
+	done := make(chan struct{}, 2)
+	write := func(node string, stmts ...string) {
+		defer func() { done <- struct{}{} }()
+		for n := 0; ctx.Err() == nil; n++ {
+			sql := fmt.Sprintf(stmts[n%len(stmts)], 1+n*7%verifyRows, n)
+			if _, err := r.nodes[node].Pool.Exec(ctx, sql); err != nil && ctx.Err() == nil {
+				r.t.Errorf("%s: %s: %v", node, sql, err)
+				return
+			}
+			written.Add(1)
+		}
+	}
+	go write("crm",
+		`UPDATE contacts SET phone = 'w%[2]d' WHERE id = %[1]d`,
+		`INSERT INTO contacts (full_name, email) VALUES ('New %[2]d', 'new%[2]d@x.com')`,
+		`DELETE FROM contacts WHERE id = %[1]d + 3 -- %[2]d`)
+	go write("hubspot", `UPDATE hs_contacts SET lastname = 'H%[2]d' WHERE id = %[1]d`)
+	stopped := false
+	stopWriters := func() {
+		if !stopped {
+			stopped = true
+			stop()
+			<-done
+			<-done
+		}
+	}
+	defer stopWriters() // before the pools close, if the test fails first
+	// Changes wait for the sync when the verify starts, and more come.
+	require.Eventually(t, func() bool { return written.Load() >= 30 }, time.Minute, time.Millisecond)
+	rep := r.verify("contacts", engine.VerifyOptions{ChunkRows: 20})
+	stopWriters()
+	require.True(t, rep.Clean(), "%+v", rep.Rows)
+	require.Positive(t, rep.CaughtUp, "no change was in flight")
+
+	for !r.run("contacts").Idle { // the last writes, and their echoes
+	}
+	rep = r.verify("contacts", engine.VerifyOptions{})
+	require.True(t, rep.Clean(), "%+v", rep.Rows)
+	require.Zero(t, rep.CaughtUp+rep.InFlight)
 }
