@@ -192,13 +192,24 @@ func TestVerifyTakesValuesThatMapEitherWay(t *testing.T) {
 	require.True(t, rep.Clean(), "%+v", rep.Rows)
 	require.Zero(t, rep.CaughtUp)
 
-	// One way only, the target's values must be the source's mapped.
-	oneWay := newRig(t, contactsYAML("    direction: source_to_target\n"), twoNodes())
-	oneWay.exec("crm", `INSERT INTO contacts (full_name, email) VALUES ('Ann Lee', 'ann@x.com')`)
-	oneWay.run("contacts")
-	oneWay.behindTandem("hubspot", `UPDATE hs_contacts SET email = 'ANN@X.COM'`)
-	require.Equal(t, []string{drift(t, engine.DriftDiffering, id(1), id(1), 0, "email/email")},
-		drifts(t, oneWay.verify("contacts", engine.VerifyOptions{})))
+	// One way only, one side's values must be the other's mapped: the
+	// target's the source's (lowercase), or the source's the target's
+	// (split_name joined, email as it is).
+	for _, tc := range []struct{ direction, node, write, edit, fields string }{
+		{"source_to_target", "crm", `INSERT INTO contacts (full_name, email) VALUES ('Ann  Lee', 'Ann@x.com')`,
+			`UPDATE hs_contacts SET email = 'ANN@X.COM'`, "email/email"},
+		{"target_to_source", "hubspot", `INSERT INTO hs_contacts (firstname, lastname, email) VALUES (' Ann', 'Lee', 'Ann@x.com')`,
+			`UPDATE contacts SET full_name = 'Ann  Lee'`, "full_name/firstname+lastname"},
+	} {
+		oneWay := newRig(t, contactsYAML("    direction: "+tc.direction+"\n"), twoNodes())
+		oneWay.exec(tc.node, tc.write)
+		require.Equal(t, 1, oneWay.run("contacts").Created)
+		require.True(t, oneWay.verify("contacts", engine.VerifyOptions{}).Clean(), tc.direction)
+		other := map[string]string{"crm": "hubspot", "hubspot": "crm"}[tc.node]
+		oneWay.behindTandem(other, tc.edit)
+		require.Equal(t, []string{drift(t, engine.DriftDiffering, id(1), id(1), 0, tc.fields)},
+			drifts(t, oneWay.verify("contacts", engine.VerifyOptions{})), tc.direction)
+	}
 }
 
 // An entity an open manual conflict holds differs until a person resolves
