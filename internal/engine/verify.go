@@ -26,7 +26,9 @@ import (
 // Applications may keep writing meanwhile: a row found different is a
 // suspect until the sync's pending changes have been applied (Verify takes
 // the sync's lock and runs it, as `tandem run --once` would) and the row is
-// compared again. Only rows that still differ are drift.
+// compared again. A row that still differs is drift, unless an application
+// changed it again meanwhile: then it is compared again after another
+// catch-up, up to maxRechecks rounds (VerifyReport.InFlight).
 func (e *Engine) Verify(ctx context.Context, syncID string, opts VerifyOptions) (*VerifyReport, error) {
 	start := time.Now()
 	s, ok := e.Config.SyncByID(syncID)
