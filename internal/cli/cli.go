@@ -3,7 +3,8 @@
 // internal/control). cmd/tandem only hands it the process's arguments,
 // streams and environment, so commands are tested in-process.
 //
-// Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config.
+// Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config, 3 drift
+// found (verify).
 package cli
 
 import (
@@ -23,6 +24,7 @@ const (
 	ExitOK      = 0
 	ExitFailure = 1
 	ExitUsage   = 2
+	ExitDrift   = 3 // verify found the two tables of a sync differ
 )
 
 // Env is what a command gets from its process.
@@ -50,6 +52,9 @@ Commands:
   conflicts resolve ID --take source|target | --value JSON
                           settle a conflict on both sides: one side's values, or the given
                           source column values
+  verify SYNC [--repair] [--chunk N]
+                          compare the sync's two tables through the mapping; exit 3 on drift;
+                          --repair: fix the drift by the sync's strategy, then verify again
   demo                    the whole story on a throwaway local PostgreSQL (nothing to configure)
 
 Flags:
@@ -86,6 +91,8 @@ func Run(ctx context.Context, args []string, env Env) int {
 		run = runStatus
 	case "conflicts":
 		run = runConflicts
+	case "verify":
+		run = runVerify
 	case "demo":
 		run = runDemo
 	case "help", "-h", "--help":
@@ -104,6 +111,7 @@ func exitCode(err error, env Env) int {
 	}
 	var ue usageError
 	var probs *config.Problems
+	var drift driftError
 	if errors.As(err, &probs) && err == error(probs) {
 		// Each line starts FILE:LINE:, as editors and grep read it; a
 		// "tandem: " prefix would hide the first one.
@@ -113,6 +121,9 @@ func exitCode(err error, env Env) int {
 	fmt.Fprintf(env.Stderr, "tandem: %v\n", err)
 	if errors.As(err, &ue) || errors.As(err, &probs) {
 		return ExitUsage
+	}
+	if errors.As(err, &drift) {
+		return ExitDrift
 	}
 	return ExitFailure
 }

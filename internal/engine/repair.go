@@ -25,6 +25,42 @@ func (e *Engine) RepairKeys(ctx context.Context, syncID string, keys [2][]Values
 	return e.runSync(ctx, syncID, "repair", false, &keys)
 }
 
+// Repair fixes the drift a verify listed (VerifyReport.Rows), by the
+// sync's strategy: see RepairKeys. Rows held by an open manual conflict are
+// left to `tandem conflicts resolve`. The keys go in runs of at most
+// repairRun of them.
+func (e *Engine) Repair(ctx context.Context, syncID string, rep *VerifyReport) (Result, error) {
+	var total Result
+	total.Idle = true
+	var keys [2][]Values
+	flush := func() error {
+		res, err := e.RepairKeys(ctx, syncID, keys)
+		total.add(res)
+		keys = [2][]Values{}
+		return err
+	}
+	for _, d := range rep.Rows {
+		if d.Conflict != 0 {
+			continue
+		}
+		if d.SourceKey != nil {
+			keys[0] = append(keys[0], d.SourceKey)
+		}
+		if d.TargetKey != nil {
+			keys[1] = append(keys[1], d.TargetKey)
+		}
+		if len(keys[0])+len(keys[1]) >= repairRun {
+			if err := flush(); err != nil {
+				return total, err
+			}
+		}
+	}
+	return total, flush()
+}
+
+// repairRun bounds the keys one repair run takes.
+const repairRun = 5000
+
 // repairDoc is how a repair's keys are kept in sync_state while it runs.
 type repairDoc struct {
 	Repair struct {

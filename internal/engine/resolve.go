@@ -3,7 +3,6 @@ package engine
 import (
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/tandem-sync/tandem/internal/config"
@@ -327,7 +326,7 @@ func (v *resolver) fields(e *entity) {
 			}
 			win, h, ok := v.run.winner(latest(s, f.Source), latest(t, f.Target))
 			how = h
-			conflicted = append(conflicted, strings.Join(f.Source, "+")+"/"+strings.Join(f.Target, "+"))
+			conflicted = append(conflicted, fieldLabel(f))
 			if !ok {
 				continue
 			}

@@ -36,4 +36,11 @@
 // part (a target change to lastname alone, for a split_name field) still needs all of them
 // to map: [Mapping.Needs] lists what to fetch from the current row before [Mapping.Map], and
 // a column still absent is an error wrapping [ErrMissing].
+//
+// # In SQL
+//
+// [Field.SQL] writes a transform as SQL over a table's columns, so that `tandem verify`
+// can checksum a table inside its database as the other side should hold it. The SQL is
+// close to the Go transforms, not exact (ASCII whitespace, the database's case mapping):
+// it only finds rows that may differ, and Map decides.
 package mapping

@@ -1,0 +1,222 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/tandem-sync/tandem/internal/mapping"
+)
+
+// How a verify tells drift from changes in flight.
+
+// recheck decides the suspects. Each round holds the sync's lock, applies
+// its pending changes, and compares the suspects again; a row that still
+// differs is drift unless the application changed it again meanwhile (a
+// change the sync has not taken yet), and then it goes to the next round.
+// After maxRechecks rounds, rows still changing are counted as in flight.
+func (v *verifier) recheck(ctx context.Context) error {
+	suspects := pairs(v.suspects)
+	v.suspects = nil
+	first := len(suspects)
+	var drift []Drift
+	var inFlight int
+	for round := 1; len(suspects) > 0; round++ {
+		found, changing, err := v.recheckRound(ctx, suspects)
+		if err != nil {
+			return err
+		}
+		drift = append(drift, found...)
+		if round == maxRechecks {
+			inFlight = len(changing)
+			break
+		}
+		suspects = suspects[:0]
+		for _, d := range changing {
+			suspects = append(suspects, pair{d.SourceKey, d.TargetKey})
+		}
+	}
+	if err := v.markHeld(ctx, drift); err != nil {
+		return err
+	}
+	v.rep.InFlight += int64(inFlight)
+	v.rep.CaughtUp += int64(max(0, first-len(drift)-inFlight))
+	for _, d := range drift {
+		v.rep.add(d, v.listed)
+	}
+	return nil
+}
+
+// recheckRound holds the sync's lock, applies its pending changes, and
+// compares the suspects again, as the links now pair them. It returns the
+// rows that differ, split into drift and rows the application has changed
+// again since.
+func (v *verifier) recheckRound(ctx context.Context, suspects pairs) (drift, changing []Drift, err error) {
+	e, s := v.r.e, v.r.cfg
+	release, err := e.lockSync(ctx, s.ID, verifyLockWait)
+	if errors.Is(err, ErrBusy) {
+		return nil, nil, fmt.Errorf("a run held the sync for %s; try again: %w", verifyLockWait, err)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	defer release()
+	if err := e.catchUp(ctx, s); err != nil {
+		return nil, nil, fmt.Errorf("applying the sync's pending changes before comparing again: %w", err)
+	}
+	ps, err := v.relink(ctx, suspects)
+	if err != nil {
+		return nil, nil, err
+	}
+	differ, err := v.classify(ctx, ps)
+	if err != nil || len(differ) == 0 {
+		return nil, nil, err
+	}
+	pending, err := v.pending(ctx, differ)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, d := range differ {
+		if pending[mapping.Source][keyText(d.SourceKey)] || pending[mapping.Target][keyText(d.TargetKey)] {
+			changing = append(changing, d)
+		} else {
+			drift = append(drift, d)
+		}
+	}
+	return drift, changing, nil
+}
+
+// pending pulls both nodes and returns, by side, the canonical keys of
+// drift rows with changes the sync has not taken: application writes made
+// since the catch-up (the sync's own writes, which come back with its
+// origin, are not).
+func (v *verifier) pending(ctx context.Context, drift []Drift) ([2]map[string]bool, error) {
+	out := [2]map[string]bool{{}, {}}
+	if err := v.r.e.pullSides(ctx, v.r.cfg); err != nil {
+		return out, err
+	}
+	var texts [2][]string
+	for _, d := range drift {
+		for s, k := range [2]Values{d.SourceKey, d.TargetKey} {
+			if k != nil {
+				texts[s] = append(texts[s], canonicalKey(k))
+			}
+		}
+	}
+	const side = `SELECT %[1]d, c.keys FROM tandem.change_log c
+		WHERE c.id > coalesce((SELECT %[2]s_through FROM tandem.sync_state WHERE sync_id = $1), 0)
+		AND c.node = $%[3]d AND c.table_name = $%[4]d AND c.keys = ANY ($%[5]d::jsonb[]) AND c.origin IS DISTINCT FROM $1`
+	src, tgt := v.r.src, v.r.tgt
+	rows, err := v.r.e.Control.Query(ctx, fmt.Sprintf(side, mapping.Source, "source", 2, 3, 4)+" UNION "+
+		fmt.Sprintf(side, mapping.Target, "target", 5, 6, 7),
+		v.r.cfg.ID, src.Node, src.Table, texts[mapping.Source], tgt.Node, tgt.Table, texts[mapping.Target])
+	if err != nil {
+		return out, fmt.Errorf("control: reading pending changes: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var s int
+		var b []byte
+		if err := rows.Scan(&s, &b); err != nil {
+			return out, fmt.Errorf("control: reading pending changes: %w", err)
+		}
+		if _, text, err := decodeKey(b); err == nil && text != "" {
+			out[s][text] = true
+		}
+	}
+	return out, rows.Err()
+}
+
+// relink pairs each suspect's keys as the links pair them now: applying
+// pending changes links created rows and unlinks deleted ones.
+func (v *verifier) relink(ctx context.Context, suspects pairs) (pairs, error) {
+	var texts [2][]string
+	for _, p := range suspects {
+		for s, k := range p {
+			if k != nil {
+				texts[s] = append(texts[s], canonicalKey(k))
+			}
+		}
+	}
+	links, err := v.r.loadLinks(ctx, texts)
+	if err != nil {
+		return nil, err
+	}
+	var out pairs
+	seen := map[[2]string]bool{}
+	for _, p := range suspects {
+		for s, k := range p {
+			if k == nil {
+				continue
+			}
+			var np pair
+			np[s] = k
+			if other, ok := links[s][canonicalKey(k)]; ok {
+				np[1-s] = other.vals
+			}
+			id := [2]string{keyText(np[0]), keyText(np[1])}
+			if !seen[id] {
+				seen[id] = true
+				out = append(out, np)
+			}
+		}
+	}
+	return out, nil
+}
+
+// keyText is a key's canonical text, "" for none.
+func keyText(k Values) string {
+	if k == nil {
+		return ""
+	}
+	return canonicalKey(k)
+}
+
+// markHeld names the open conflict of each drifting entity that has one.
+func (v *verifier) markHeld(ctx context.Context, drift []Drift) error {
+	var sk, tk []string
+	for _, d := range drift {
+		if d.SourceKey != nil {
+			sk = append(sk, canonicalKey(d.SourceKey))
+		}
+		if d.TargetKey != nil {
+			tk = append(tk, canonicalKey(d.TargetKey))
+		}
+	}
+	if len(sk)+len(tk) == 0 {
+		return nil
+	}
+	// UNION, not OR: each arm uses its partial index of open conflicts.
+	rows, err := v.r.e.Control.Query(ctx, `SELECT id, source_key, target_key FROM tandem.sync_conflicts
+		WHERE sync_id = $1 AND status = 'open' AND source_key = ANY ($2::jsonb[])
+		UNION SELECT id, source_key, target_key FROM tandem.sync_conflicts
+		WHERE sync_id = $1 AND status = 'open' AND target_key = ANY ($3::jsonb[])`, v.r.cfg.ID, sk, tk)
+	if err != nil {
+		return fmt.Errorf("control: reading open conflicts: %w", err)
+	}
+	defer rows.Close()
+	held := [2]map[string]int64{{}, {}}
+	for rows.Next() {
+		var id int64
+		var keys [2][]byte
+		if err := rows.Scan(&id, &keys[0], &keys[1]); err != nil {
+			return fmt.Errorf("control: reading open conflicts: %w", err)
+		}
+		for s, b := range keys {
+			if _, text, _ := decodeKey(b); text != "" {
+				held[s][text] = id
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("control: reading open conflicts: %w", err)
+	}
+	for i := range drift {
+		for s, k := range [2]Values{drift[i].SourceKey, drift[i].TargetKey} {
+			if id := held[s][keyText(k)]; id != 0 {
+				drift[i].Conflict = id
+			}
+		}
+	}
+	return nil
+}

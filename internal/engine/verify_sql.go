@@ -1,0 +1,259 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tandem-sync/tandem/internal/mapping"
+)
+
+// The queries of a verify, on the control database and on the nodes.
+
+// linkCount is the number of the sync's links (what a verify walks first).
+func (e *Engine) linkCount(ctx context.Context, syncID string) (int64, error) {
+	var n int64
+	err := e.Control.QueryRow(ctx, `SELECT count(*) FROM tandem.links WHERE sync_id = $1`, syncID).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("control: counting links of sync %s: %w", syncID, err)
+	}
+	return n, nil
+}
+
+// linkPage is one chunk of links: the raw jsonb keys of each side, by
+// mapping.Side, in source_key order.
+type linkPage struct {
+	keys [2][][]byte
+}
+
+// readLinks sends the sync's links a chunk at a time, in source_key order
+// (keyset pagination on the links' primary key: no snapshot is held
+// across chunks).
+func (v *verifier) readLinks(ctx context.Context, send func(linkPage) bool) error {
+	var after []byte
+	for {
+		p, err := v.linkPage(ctx, after)
+		if err != nil {
+			return err
+		}
+		n := len(p.keys[mapping.Source])
+		if n == 0 || !send(p) || n < v.chunk {
+			return nil
+		}
+		after = p.keys[mapping.Source][n-1]
+	}
+}
+
+func (v *verifier) linkPage(ctx context.Context, after []byte) (linkPage, error) {
+	sql := `SELECT source_key, target_key FROM tandem.links WHERE sync_id = $1 ORDER BY source_key LIMIT $2`
+	args := []any{v.r.cfg.ID, v.chunk}
+	if after != nil {
+		sql = `SELECT source_key, target_key FROM tandem.links WHERE sync_id = $1 AND source_key > $3::jsonb
+			ORDER BY source_key LIMIT $2`
+		args = append(args, after)
+	}
+	var p linkPage
+	rows, err := v.r.e.Control.Query(ctx, sql, args...)
+	if err != nil {
+		return p, fmt.Errorf("control: reading links: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var sk, tk []byte
+		if err := rows.Scan(&sk, &tk); err != nil {
+			return p, fmt.Errorf("control: reading links: %w", err)
+		}
+		p.keys[mapping.Source] = append(p.keys[mapping.Source], sk)
+		p.keys[mapping.Target] = append(p.keys[mapping.Target], tk)
+	}
+	if err := rows.Err(); err != nil {
+		return p, fmt.Errorf("control: reading links: %w", err)
+	}
+	return p, nil
+}
+
+// unlinked returns the keys (raw jsonb) of side s that no link of the sync
+// names.
+func (e *Engine) unlinked(ctx context.Context, syncID string, s mapping.Side, keys [][]byte) ([][]byte, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	col := "source_key"
+	if s == mapping.Target {
+		col = "target_key"
+	}
+	texts := make([]string, len(keys))
+	for i, k := range keys {
+		texts[i] = string(k)
+	}
+	rows, err := e.Control.Query(ctx, `SELECT u.k FROM unnest($2::jsonb[]) u(k)
+		WHERE NOT EXISTS (SELECT 1 FROM tandem.links l WHERE l.sync_id = $1 AND l.`+col+` = u.k)`, syncID, texts)
+	if err != nil {
+		return nil, fmt.Errorf("control: looking up links of %s keys: %w", s, err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+	if err != nil {
+		return nil, fmt.Errorf("control: looking up links of %s keys: %w", s, err)
+	}
+	return out, nil
+}
+
+// bucketSum is one bucket's rows found and the md5 of their mapped values.
+type bucketSum struct {
+	rows int64
+	sum  string
+}
+
+// checksumSQL is the query that checksums a chunk of keys ($1, a jsonb
+// array) on side s: per bucket of verifyBucket keys, the rows found and the
+// md5 of each row's place in the chunk and its values (exprs), in chunk
+// order. The place keeps a row missing on one side and an equal row
+// missing on the other from cancelling out.
+func checksumSQL(s *side, exprs []string) string {
+	vals := strings.Join(append([]string{"e.ord"}, exprs...), ", ")
+	return fmt.Sprintf(`SELECT (e.ord - 1) / %[4]d, count(*), md5(string_agg(jsonb_build_array(%[3]s)::text, E'\n' ORDER BY e.ord))
+		FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY e(k, ord)
+		CROSS JOIN LATERAL jsonb_populate_record(NULL::%[1]s, e.k) k
+		JOIN %[1]s t ON %[2]s
+		GROUP BY 1`, s.ident, s.keyJoin("t", "k"), vals, verifyBucket)
+}
+
+// checksums runs a checksum query over keys and returns the sums by
+// bucket; a bucket none of whose rows exist is absent.
+func (s *side) checksums(ctx context.Context, sql string, keys []byte) (map[int64]bucketSum, error) {
+	out := map[int64]bucketSum{}
+	err := s.readStable(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, sql, keys)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var b int64
+			var sum bucketSum
+			if err := rows.Scan(&b, &sum.rows, &sum.sum); err != nil {
+				return err
+			}
+			out[b] = sum
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node %s: checksumming rows of %s: %w", s.Node, s.Table, err)
+	}
+	return out, nil
+}
+
+// rowsOf reads the rows of keys, in their order; nil where a row is gone.
+// The rows are matched to the keys by place, not by their key as the row
+// renders it: that rendering changes with the session (a timestamptz key).
+func (s *side) rowsOf(ctx context.Context, keys []Values) ([]Values, error) {
+	out := make([]Values, len(keys))
+	if len(keys) == 0 {
+		return out, nil
+	}
+	sql := fmt.Sprintf(`SELECT e.ord, to_jsonb(t) FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY e(k, ord)
+		CROSS JOIN LATERAL jsonb_populate_record(NULL::%[1]s, e.k) k
+		JOIN %[1]s t ON %[2]s`, s.ident, s.keyJoin("t", "k"))
+	err := s.readStable(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, sql, encodeJSON(keys))
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var ord int64
+			var b []byte
+			if err := rows.Scan(&ord, &b); err != nil {
+				return err
+			}
+			if out[ord-1], err = decodeJSON(b); err != nil {
+				return fmt.Errorf("decoding a row: %w", err)
+			}
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node %s: reading rows of %s: %w", s.Node, s.Table, err)
+	}
+	return out, nil
+}
+
+// readStable runs f in a read-only transaction on the side's node whose
+// values render the same on every node, whatever its settings: timestamps
+// with time zone in UTC, intervals in the postgres style.
+func (s *side) readStable(ctx context.Context, f func(pgx.Tx) error) error {
+	return pgx.BeginTxFunc(ctx, s.Pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT set_config('TimeZone', 'UTC', true), set_config('IntervalStyle', 'postgres', true)`); err != nil {
+			return err
+		}
+		return f(tx)
+	})
+}
+
+// rowCount is the table's count(*).
+func (s *side) rowCount(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.Pool.QueryRow(ctx, "SELECT count(*) FROM "+s.ident).Scan(&n); err != nil {
+		return 0, fmt.Errorf("node %s: counting rows of %s: %w", s.Node, s.Table, err)
+	}
+	return n, nil
+}
+
+// keyPage returns up to n keys of the table (raw jsonb, as the engine
+// renders keys: in the node's own session settings) in key order, after
+// the key after (nil: from the start).
+func (s *side) keyPage(ctx context.Context, after []byte, n int) ([][]byte, error) {
+	cols := columnRefs("t", s.Key)
+	order := strings.Join(cols, ", ")
+	where := ""
+	args := []any{n}
+	if after != nil {
+		lhs := order
+		if len(cols) > 1 {
+			lhs = "ROW(" + order + ")"
+		}
+		// A subquery the planner runs once: the comparison is an index condition.
+		where = fmt.Sprintf("WHERE %s > (SELECT %s FROM jsonb_populate_record(NULL::%s, $2::jsonb) l)",
+			lhs, strings.Join(columnRefs("l", s.Key), ", "), s.ident)
+		args = append(args, after)
+	}
+	rows, err := s.Pool.Query(ctx, fmt.Sprintf("SELECT %s FROM %s t %s ORDER BY %s LIMIT $1",
+		s.keyObject("t"), s.ident, where, order), args...)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: reading keys of %s: %w", s.Node, s.Table, err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+	if err != nil {
+		return nil, fmt.Errorf("node %s: reading keys of %s: %w", s.Node, s.Table, err)
+	}
+	return out, nil
+}
+
+// columnRefs quotes columns as columns of the table alias t.
+func columnRefs(t string, cols []string) []string {
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		out[i] = t + "." + pgx.Identifier{c}.Sanitize()
+	}
+	return out
+}
+
+// jsonArray joins raw JSON values into a JSON array.
+func jsonArray(vals [][]byte) []byte {
+	n := 2
+	for _, v := range vals {
+		n += len(v) + 1
+	}
+	b := make([]byte, 0, n)
+	b = append(b, '[')
+	for i, v := range vals {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, v...)
+	}
+	return append(b, ']')
+}

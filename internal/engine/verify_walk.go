@@ -1,0 +1,248 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/tandem-sync/tandem/internal/mapping"
+)
+
+// How a verify walks the links and the tables.
+
+// verifyInFlight is how many chunks are worked on at once (checksummed on
+// the nodes, or looked up in the links), while the next chunk is read:
+// enough to keep a node's cores busy while the slower side of a chunk
+// finishes and its result is compared.
+const verifyInFlight = 4
+
+// walkLinks compares every linked pair, a chunk of links at a time.
+func (v *verifier) walkLinks(ctx context.Context) error {
+	return inFlight(ctx, verifyInFlight, v.readLinks, v.checksums, func(c chunkSums) error {
+		if err := v.compareChunk(ctx, c); err != nil {
+			return err
+		}
+		v.advance(len(c.page.keys[0]))
+		return nil
+	})
+}
+
+// chunkSums is a chunk of links and its checksums on each side.
+type chunkSums struct {
+	page linkPage
+	sums [2]map[int64]bucketSum
+}
+
+// checksums checksums a chunk of links on both nodes at once.
+func (v *verifier) checksums(ctx context.Context, p linkPage) (chunkSums, error) {
+	c := chunkSums{page: p}
+	err := bothSides(func(s mapping.Side) error {
+		var err error
+		c.sums[s], err = v.r.sides()[s].checksums(ctx, v.sums[s], jsonArray(p.keys[s]))
+		return err
+	})
+	return c, err
+}
+
+// compareChunk compares the checksums of a chunk's buckets, then row by
+// row the pairs of the buckets whose checksums differ.
+func (v *verifier) compareChunk(ctx context.Context, c chunkSums) error {
+	n := len(c.page.keys[0])
+	v.rep.Compared += int64(n)
+	var odd pairs
+	for b := int64(0); b*verifyBucket < int64(n); b++ {
+		src, tgt := c.sums[mapping.Source][b], c.sums[mapping.Target][b]
+		v.present[mapping.Source] += src.rows
+		v.present[mapping.Target] += tgt.rows
+		if src == tgt {
+			continue
+		}
+		for i := b * verifyBucket; i < min(int64(n), (b+1)*verifyBucket); i++ {
+			if err := odd.addRaw(c.page.keys[mapping.Source][i], c.page.keys[mapping.Target][i]); err != nil {
+				return err
+			}
+		}
+	}
+	if len(odd) == 0 {
+		return nil
+	}
+	drift, err := v.classify(ctx, odd)
+	if err != nil {
+		return err
+	}
+	return v.suspect(ctx, drift)
+}
+
+// suspect keeps drift found on first sight for the re-check, which runs
+// once enough is kept.
+func (v *verifier) suspect(ctx context.Context, drift []Drift) error {
+	for _, d := range drift {
+		v.suspects = append(v.suspects, pair{d.SourceKey, d.TargetKey})
+	}
+	if len(v.suspects) >= recheckBatch {
+		return v.recheck(ctx)
+	}
+	return nil
+}
+
+// walkUnlinked finds the rows no link reaches: only in a table whose row
+// count is not the number of its rows the links reached.
+func (v *verifier) walkUnlinked(ctx context.Context) error {
+	var counts [2]int64
+	err := bothSides(func(s mapping.Side) error {
+		var err error
+		counts[s], err = v.r.sides()[s].rowCount(ctx)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	v.rep.SourceRows, v.rep.TargetRows = counts[mapping.Source], counts[mapping.Target]
+	for _, s := range v.r.sides() {
+		if counts[s.Which] == v.present[s.Which] {
+			continue
+		}
+		v.total += counts[s.Which]
+		if err := v.walkTable(ctx, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// keyChunk is a chunk of a table's keys (raw jsonb, in key order) and
+// those of them no link names.
+type keyChunk struct {
+	keys, lone [][]byte
+}
+
+// walkTable reads a table's keys in key order, a chunk at a time, and
+// keeps those no link names as suspects.
+func (v *verifier) walkTable(ctx context.Context, s *side) error {
+	read := func(ctx context.Context, send func([][]byte) bool) error {
+		var after []byte
+		for {
+			keys, err := s.keyPage(ctx, after, v.chunk)
+			if err != nil {
+				return err
+			}
+			if !send(keys) || len(keys) < v.chunk {
+				return nil
+			}
+			after = keys[len(keys)-1]
+		}
+	}
+	lookUp := func(ctx context.Context, keys [][]byte) (keyChunk, error) {
+		lone, err := v.r.e.unlinked(ctx, v.r.cfg.ID, s.Which, keys)
+		return keyChunk{keys, lone}, err
+	}
+	return inFlight(ctx, verifyInFlight, read, lookUp, func(c keyChunk) error {
+		v.rep.Compared += int64(len(c.lone))
+		drift := make([]Drift, 0, len(c.lone))
+		for _, k := range c.lone {
+			key, err := decodeJSON(k)
+			if err != nil {
+				return fmt.Errorf("node %s: a key of %s: %w", s.Node, s.Table, err)
+			}
+			d := Drift{Kind: DriftMissingOnSource}
+			if s.Which == mapping.Source {
+				d.Kind = DriftMissingOnTarget
+			}
+			d.setKey(s.Which, key)
+			drift = append(drift, d)
+		}
+		if err := v.suspect(ctx, drift); err != nil {
+			return err
+		}
+		v.advance(len(c.keys))
+		return nil
+	})
+}
+
+func (d *Drift) setKey(s mapping.Side, key Values) {
+	if s == mapping.Source {
+		d.SourceKey = key
+	} else {
+		d.TargetKey = key
+	}
+}
+
+// inFlight reads chunks with read, which sends each (send reports false
+// once the walk has stopped), works on up to n of them at once with work,
+// and hands each result to done, one at a time, in the order the chunks
+// were read: drift is found, and listed, in key order. The first error
+// stops the walk and is returned.
+func inFlight[C, R any](ctx context.Context, n int, read func(context.Context, func(C) bool) error,
+	work func(context.Context, C) (R, error), done func(R) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // stops the reader and the workers on an early return
+	type chunk struct {
+		seq int
+		c   C
+	}
+	chunks := make(chan chunk)
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(chunks)
+		seq := 0
+		readErr <- read(ctx, func(c C) bool {
+			select {
+			case chunks <- chunk{seq, c}:
+				seq++
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		})
+	}()
+	type result struct {
+		seq int
+		r   R
+		err error
+	}
+	results := make(chan result, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			for c := range chunks {
+				r, err := work(ctx, c.c)
+				select {
+				case results <- result{c.seq, r, err}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		})
+	}
+	go func() { wg.Wait(); close(results) }()
+	early := map[int]result{} // results ahead of the next in order
+	next := 0
+	for res := range results {
+		early[res.seq] = res
+		for r, ok := early[next]; ok; r, ok = early[next] {
+			delete(early, next)
+			next++
+			if r.err == nil {
+				r.err = done(r.r)
+			}
+			if r.err != nil {
+				return r.err
+			}
+		}
+	}
+	// The workers are done, so the reader is: it closed chunks.
+	if err := <-readErr; err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// bothSides runs f for the source and the target at once (each side has a
+// node of its own, or the same one).
+func bothSides(f func(mapping.Side) error) error {
+	other := make(chan error, 1)
+	go func() { other <- f(mapping.Target) }()
+	err := f(mapping.Source)
+	return errors.Join(err, <-other)
+}
