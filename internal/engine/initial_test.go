@@ -94,6 +94,7 @@ func TestInitialSyncSettlesEachStrategy(t *testing.T) {
 			r.exec("hubspot", `UPDATE hs_contacts SET phone_number = 'newer' WHERE email = 'hub7@x.com'`)
 			res = r.run("contacts")
 			require.Equal(t, 2, res.Updated, "%+v", res)
+			require.Equal(t, []string{"manual"}, r.ctlRows(`SELECT trigger FROM tandem.sync_runs WHERE id = $1`, res.RunID))
 			r.requireSameContacts()
 			r.idle("contacts")
 		})

@@ -82,12 +82,12 @@ func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (w
 				return err
 			}
 		}
-		trigger, chunk := "initial", []byte(nil)
+		seedTrigger, chunk := "initial", []byte(nil)
 		switch {
 		case w.Seed != nil:
 			chunk = encodeJSON(w.Seed.Upto)
 		case r.repair != nil && phase == nil:
-			w.Seed, trigger, chunk = &seed{Repair: r.repair}, "repair", encodeRepair(r.repair)
+			w.Seed, seedTrigger, chunk = &seed{Repair: r.repair}, "repair", encodeRepair(r.repair)
 			r.repairPlanned = true
 		}
 		if w.Seed != nil {
@@ -99,7 +99,7 @@ func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (w
 					VALUES ($1, $5, $2, $2, $3, $3) RETURNING id)
 				UPDATE tandem.sync_state SET pending_run = run.id, pending_source_through = $2,
 					pending_target_through = $3, pending_initial_upto = $4, checked_at = now() FROM run WHERE sync_id = $1 RETURNING run.id`,
-				r.cfg.ID, w.SourceFrom, w.TargetFrom, chunk, trigger).Scan(&w.RunID)
+				r.cfg.ID, w.SourceFrom, w.TargetFrom, chunk, seedTrigger).Scan(&w.RunID)
 		}
 		if w.SourceThrough, w.TargetThrough, err = r.windowEnds(ctx, tx, w.SourceFrom, w.TargetFrom); err != nil {
 			return err
