@@ -20,6 +20,18 @@ ALTER TABLE tandem.sync_state
     ADD COLUMN initial_completed_at timestamptz,
     ADD COLUMN pending_initial_upto jsonb;
 
+-- When the initial sync is done, initial_band_* are each side's last
+-- change_log id: a change up to there may be one the initial sync already
+-- read in a row (it committed before that row was read), and is skipped
+-- then. The links it made keep the snapshot each side was read in, which
+-- says so exactly (pg_visible_in_snapshot of the change's xid).
+ALTER TABLE tandem.sync_state
+    ADD COLUMN initial_band_source bigint,
+    ADD COLUMN initial_band_target bigint;
+ALTER TABLE tandem.links
+    ADD COLUMN source_seen text,
+    ADD COLUMN target_seen text;
+
 ALTER TABLE tandem.sync_runs DROP CONSTRAINT sync_runs_trigger_check;
 ALTER TABLE tandem.sync_runs ADD CONSTRAINT sync_runs_trigger_check
     CHECK (trigger IN ('notify', 'interval', 'once', 'manual', 'resync', 'initial', 'repair'));
@@ -29,7 +41,10 @@ DELETE FROM tandem.sync_runs WHERE trigger IN ('initial', 'repair');
 ALTER TABLE tandem.sync_runs DROP CONSTRAINT sync_runs_trigger_check;
 ALTER TABLE tandem.sync_runs ADD CONSTRAINT sync_runs_trigger_check
     CHECK (trigger IN ('notify', 'interval', 'once', 'manual', 'resync'));
+ALTER TABLE tandem.links DROP COLUMN target_seen, DROP COLUMN source_seen;
 ALTER TABLE tandem.sync_state
+    DROP COLUMN initial_band_target,
+    DROP COLUMN initial_band_source,
     DROP COLUMN pending_initial_upto,
     DROP COLUMN initial_completed_at,
     DROP COLUMN initial_started_at,

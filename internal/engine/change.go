@@ -34,6 +34,7 @@ type change struct {
 	Old, New   Values
 	CapturedAt time.Time
 	Origin     string
+	Xid        string // xid8 of the writing transaction; "" when unknown (WAL capture)
 }
 
 // Net ops: what a side's changes to one entity amount to.

@@ -577,7 +577,7 @@ func (r *syncRun) recordSettlement(ctx context.Context, c *Conflict, d *settleme
 	keys := [2]Values{c.SourceKey, c.TargetKey}
 	err := pgx.BeginFunc(ctx, r.e.Control, func(tx pgx.Tx) error {
 		if d.unlink {
-			if err := r.saveLinks(ctx, tx, nil, [][2]Values{keys}); err != nil {
+			if err := r.saveLinks(ctx, tx, nil, [][2]Values{keys}, [2]string{}); err != nil {
 				return err
 			}
 		}
@@ -590,7 +590,7 @@ func (r *syncRun) recordSettlement(ctx context.Context, c *Conflict, d *settleme
 			}
 			pair := keys
 			pair[s] = newKey // the re-created row stands for the deleted one
-			if err := r.saveLinks(ctx, tx, [][2]Values{pair}, nil); err != nil {
+			if err := r.saveLinks(ctx, tx, [][2]Values{pair}, nil, [2]string{}); err != nil {
 				return err
 			}
 		}

@@ -26,6 +26,9 @@ func (r *syncRun) resolveWindow(ctx context.Context, w window) (*plan, []*entity
 		if err != nil {
 			return nil, nil, err
 		}
+		if changes, err = r.filterSeen(ctx, s, w.Band[i], changes); err != nil {
+			return nil, nil, err
+		}
 		for _, c := range changes {
 			if c.Op == opTruncate && c.Origin != r.cfg.ID {
 				p.errors = append(p.errors, &errorRow{Side: s.Which.Other(),

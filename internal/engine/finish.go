@@ -31,7 +31,13 @@ func (r *syncRun) finish(ctx context.Context, w window, p *plan, ents []*entity,
 		}
 	}
 	err := pgx.BeginFunc(ctx, r.e.Control, func(tx pgx.Tx) error {
-		if err := r.saveLinks(ctx, tx, links, unlinks); err != nil {
+		seen := p.seen
+		if w.Redo {
+			// Redone: its apply may have written what an earlier read saw,
+			// so the reads of this attempt say nothing about it.
+			seen = [2]string{}
+		}
+		if err := r.saveLinks(ctx, tx, links, unlinks, seen); err != nil {
 			return err
 		}
 		if err := r.saveConflicts(ctx, tx, w.RunID, p); err != nil {
@@ -137,7 +143,9 @@ func (r *syncRun) missingConflicts(p *plan, to mapping.Side, ar *applyResult) {
 	}
 }
 
-func (r *syncRun) saveLinks(ctx context.Context, tx pgx.Tx, links, unlinks [][2]Values) error {
+// saveLinks records links; seen are the snapshots an initial sync's chunk
+// read each side in (see filterSeen), kept with its links.
+func (r *syncRun) saveLinks(ctx context.Context, tx pgx.Tx, links, unlinks [][2]Values, seen [2]string) error {
 	if len(unlinks) > 0 {
 		if err := r.deleteLinks(ctx, tx, unlinks); err != nil {
 			return fmt.Errorf("unlinking: %w", err)
@@ -150,10 +158,16 @@ func (r *syncRun) saveLinks(ctx context.Context, tx pgx.Tx, links, unlinks [][2]
 		// An initial sync links only keys without a link (see resolveSeed
 		// and pairSeed): nothing to replace, and COPY is the fast way in.
 		rows := make([][]any, len(links))
-		for i, l := range links {
-			rows[i] = []any{r.cfg.ID, appendJSON(nil, l[0]), appendJSON(nil, l[1])}
+		var snaps [2]any
+		for i, sn := range seen {
+			if sn != "" {
+				snaps[i] = sn
+			}
 		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"tandem", "links"}, []string{"sync_id", "source_key", "target_key"},
+		for i, l := range links {
+			rows[i] = []any{r.cfg.ID, appendJSON(nil, l[0]), appendJSON(nil, l[1]), snaps[0], snaps[1]}
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"tandem", "links"}, []string{"sync_id", "source_key", "target_key", "source_seen", "target_seen"},
 			pgx.CopyFromRows(rows)); err != nil {
 			return fmt.Errorf("linking: %w", err)
 		}

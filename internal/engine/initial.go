@@ -39,7 +39,8 @@ type seed struct {
 	After  Values // nil: from the first row
 	Upto   Values
 	Bounds initialBounds
-	rows   []Values // read ahead, or nil
+	rows     []Values // read ahead, or nil
+	snapshot string   // what rows were read in
 	// Repair: not a chunk of the initial sync but the keys of each side
 	// that a repair brings into step (see Repair).
 	Repair *[2][]Values
@@ -54,6 +55,7 @@ type readAhead struct {
 	phase       mapping.Side
 	after, upto Values
 	rows        []Values
+	snapshot    string
 	err         error
 	done        chan struct{}
 }
@@ -72,7 +74,7 @@ func (r *syncRun) readNext(ctx context.Context, sd *seed) *readAhead {
 		if f.upto, f.err = s.chunkEnd(ctx, f.after, last, r.seedRows()); f.err != nil || f.upto == nil {
 			return
 		}
-		f.rows, f.err = s.rowsIn(ctx, f.after, f.upto)
+		f.rows, f.snapshot, f.err = s.rowsIn(ctx, f.after, f.upto)
 	}()
 	return f
 }
@@ -238,7 +240,7 @@ func (r *syncRun) planSeed(ctx context.Context, tx pgx.Tx, phase string, after, 
 			last = sd.Bounds.Target
 		}
 		if f := r.ahead.take(sd.Phase, sd.After); f != nil && f.err == nil && f.upto != nil {
-			sd.Upto, sd.rows = f.upto, f.rows // read while the last chunk applied
+			sd.Upto, sd.rows, sd.snapshot = f.upto, f.rows, f.snapshot // read while the last chunk applied
 		} else if sd.Upto, err = s.chunkEnd(ctx, sd.After, last, r.seedRows()); err != nil {
 			return nil, err
 		}
@@ -253,8 +255,13 @@ func (r *syncRun) planSeed(ctx context.Context, tx pgx.Tx, phase string, after, 
 			return nil, err
 		}
 	}
+	// Done: a change taken so far may be one a chunk already read in a row
+	// (filterSeen); the ones taken later committed after every read.
 	if _, err := tx.Exec(ctx, `UPDATE tandem.sync_state SET initial_phase = NULL, initial_after = NULL, initial_until = NULL,
-		initial_completed_at = now() WHERE sync_id = $1`, r.cfg.ID); err != nil {
+			initial_completed_at = now(),
+			initial_band_source = (SELECT max(id) FROM tandem.change_log WHERE node = $2 AND table_name = $3),
+			initial_band_target = (SELECT max(id) FROM tandem.change_log WHERE node = $4 AND table_name = $5)
+		WHERE sync_id = $1`, r.cfg.ID, r.src.Node, r.src.Table, r.tgt.Node, r.tgt.Table); err != nil {
 		return nil, err
 	}
 	r.initialDone = true
@@ -278,13 +285,14 @@ func (r *syncRun) resolveSeed(ctx context.Context, sd *seed) (*plan, []*entity, 
 	p := &plan{}
 	from, to := sd.Phase, sd.Phase.Other()
 	fs, ts := r.sides()[from], r.sides()[to]
-	rows := sd.rows
+	rows, snap := sd.rows, sd.snapshot
 	if rows == nil {
 		var err error
-		if rows, err = fs.rowsIn(ctx, sd.After, sd.Upto); err != nil {
+		if rows, snap, err = fs.rowsIn(ctx, sd.After, sd.Upto); err != nil {
 			return nil, nil, err
 		}
 	}
+	p.seen[from] = snap
 	p.seeded = len(rows)
 	ents := make([]*entity, 0, len(rows))
 	var keys [2][]string
@@ -313,26 +321,21 @@ func (r *syncRun) resolveSeed(ctx context.Context, sd *seed) (*plan, []*entity, 
 	if from == mapping.Target {
 		linked = nil // a linked target row was compared while the source was walked
 	}
-	partners, err := ts.fetchRows(ctx, ts.Pool, linked)
-	if err != nil {
-		return nil, nil, err
-	}
+	// The other side's rows that this chunk compares (linked partners, and
+	// rows of the same natural key), read in one snapshot, which the links
+	// keep: see filterSeen.
+	var partners map[string]Values
 	var unpaired []*entity
-	for _, e := range ents {
-		if e.linked {
-			if row, ok := partners[e.keyTxt[to]]; ok {
-				e.net[to] = seedNet(to, e.key[to], e.keyTxt[to], row)
-				continue
-			}
-			// Linked to a row that is gone: deleted since the initial sync
-			// began (the delete streams after it), or behind tandem's back
-			// (`tandem verify --repair` finds it). Not guessed here.
-			e.net[from] = nil
-			continue
+	err = ts.readSnapshot(ctx, func(tx pgx.Tx, snap string) error {
+		p.seen[to] = snap
+		var err error
+		if partners, err = ts.fetchRows(ctx, tx, linked); err != nil {
+			return err
 		}
-		unpaired = append(unpaired, e)
-	}
-	if err := r.pairSeed(ctx, p, from, unpaired); err != nil {
+		unpaired = r.partnersOf(ents, partners, to)
+		return r.pairSeed(ctx, tx, p, from, unpaired)
+	})
+	if err != nil {
 		return nil, nil, err
 	}
 	ents = slices.DeleteFunc(ents, func(e *entity) bool { return e.net[0] == nil && e.net[1] == nil })
@@ -354,6 +357,28 @@ func (r *syncRun) decideExisting(ctx context.Context, p *plan, ents []*entity) (
 	v := &resolver{run: r, m: r.m, plan: p}
 	v.decide(ents)
 	return p, ents, nil
+}
+
+// partnersOf gives the chunk's linked entities their partner rows, and
+// returns the entities with none (to pair by natural key).
+func (r *syncRun) partnersOf(ents []*entity, partners map[string]Values, to mapping.Side) []*entity {
+	from := to.Other()
+	var unpaired []*entity
+	for _, e := range ents {
+		if e.linked {
+			if row, ok := partners[e.keyTxt[to]]; ok {
+				e.net[to] = seedNet(to, e.key[to], e.keyTxt[to], row)
+				continue
+			}
+			// Linked to a row that is gone: deleted since the initial sync
+			// began (the delete streams after it), or behind tandem's back
+			// (`tandem verify --repair` finds it). Not guessed here.
+			e.net[from] = nil
+			continue
+		}
+		unpaired = append(unpaired, e)
+	}
+	return unpaired
 }
 
 // seedNet is an existing row as the net change an initial sync resolves:
@@ -468,7 +493,7 @@ func (r *syncRun) duplicates(ctx context.Context, s *side, pairs []*mapping.Fiel
 // pairSeed pairs rows of a chunk with no partner yet to the other side's
 // row of the same natural key. One row matching several, or a row another
 // entity already has, is an error for that row: reported, not guessed.
-func (r *syncRun) pairSeed(ctx context.Context, p *plan, from mapping.Side, ents []*entity) error {
+func (r *syncRun) pairSeed(ctx context.Context, q querier, p *plan, from mapping.Side, ents []*entity) error {
 	fields := r.pairFields()
 	if len(fields) == 0 || len(ents) == 0 {
 		return nil
@@ -492,7 +517,7 @@ func (r *syncRun) pairSeed(ctx context.Context, p *plan, from mapping.Side, ents
 			probing = append(probing, e)
 		}
 	}
-	found, err := ts.pairRows(ctx, fields, probes)
+	found, err := ts.pairRows(ctx, q, fields, probes)
 	if err != nil {
 		return err
 	}
@@ -621,4 +646,46 @@ func (e *Engine) reportProgress(ctx context.Context, id string, finished bool) {
 	}
 	p.Total, p.Started = *total, *started
 	e.Progress(p)
+}
+
+// filterSeen drops the changes an initial sync already read: changes taken
+// up to band (the last change_log id when it was done) of rows it linked,
+// whose transaction committed before the snapshot it read that side's row
+// in. Such a change is in the row it compared or copied; applied again it
+// would carry the row as it was then over a newer edit on the other side.
+// A change whose xid is unknown (WAL capture) is kept: applied again.
+func (r *syncRun) filterSeen(ctx context.Context, s *side, band *int64, changes []change) ([]change, error) {
+	if band == nil {
+		return changes, nil
+	}
+	var ids []int64
+	var keys, xids []string
+	for _, c := range changes {
+		if c.ID <= *band && c.Origin != r.cfg.ID && c.Xid != "" && c.Op != opTruncate {
+			ids, keys, xids = append(ids, c.ID), append(keys, c.Key), append(xids, c.Xid)
+		}
+	}
+	if len(ids) == 0 {
+		return changes, nil
+	}
+	col := "source"
+	if s.Which == mapping.Target {
+		col = "target"
+	}
+	rows, err := r.e.Control.Query(ctx, fmt.Sprintf(`SELECT c.id FROM unnest($2::bigint[], $3::jsonb[], $4::text[]) c(id, key, xid)
+		JOIN tandem.links l ON l.sync_id = $1 AND l.%[1]s_key = c.key
+		WHERE l.%[1]s_seen IS NOT NULL AND pg_visible_in_snapshot(c.xid::xid8, l.%[1]s_seen::pg_snapshot)`, col),
+		r.cfg.ID, ids, keys, xids)
+	if err != nil {
+		return nil, fmt.Errorf("control: reading what the initial sync of %s read: %w", r.cfg.ID, err)
+	}
+	seen, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil || len(seen) == 0 {
+		return changes, err
+	}
+	drop := make(map[int64]bool, len(seen))
+	for _, id := range seen {
+		drop[id] = true
+	}
+	return slices.DeleteFunc(changes, func(c change) bool { return drop[c.ID] }), nil
 }

@@ -362,3 +362,33 @@ func TestInitialSyncChunkRedoneAfterItsApplyCommitted(t *testing.T) {
 	require.Equal(t, 10500, r.nodeInt("hubspot", `SELECT count(*) FROM hs_contacts`))
 	r.idle("contacts")
 }
+
+// A change the initial sync already read in a row (committed after it
+// began, before the row's chunk was read) is not applied again after it:
+// applied again, it would carry the row as it was then over a newer edit
+// made on the other side since.
+func TestInitialSyncDoesNotReplayWhatItRead(t *testing.T) {
+	const ddl = `CREATE TABLE items (sku text PRIMARY KEY, name text, qty int);
+		INSERT INTO items SELECT 's' || n, 'item ' || n, n FROM generate_series(100, 400) n`
+	r := newRig(t, itemsYAML(""), map[string]string{"crm": ddl, "hubspot": `CREATE TABLE items (sku text PRIMARY KEY, name text, qty int)`})
+	r.eng.Window = 100 // chunks of 50 rows
+	step := 0
+	r.eng.Progress = func(p engine.InitialProgress) {
+		step++
+		switch step {
+		case 1: // begun: rows the first chunk reads, one inserted, one updated since
+			r.exec("crm", `INSERT INTO items VALUES ('a', 'early', 1)`)
+			r.exec("crm", `UPDATE items SET qty = -1 WHERE sku = 's101'`)
+		case 2: // the first chunk created them on hubspot; edited there since
+			r.exec("hubspot", `UPDATE items SET name = 'edited there' WHERE sku IN ('a', 's101')`)
+		}
+	}
+	r.run("items")
+	require.Greater(t, step, 2)
+	r.eng.Progress = nil
+	r.run("items")
+	require.Equal(t, []string{"a|edited there|1", "s101|edited there|-1"}, r.rows("crm", `SELECT concat_ws('|', sku, name, qty) FROM items WHERE sku IN ('a', 's101') ORDER BY sku`))
+	require.Equal(t, r.rows("crm", `SELECT sku, name, qty FROM items ORDER BY sku`), r.rows("hubspot", `SELECT sku, name, qty FROM items ORDER BY sku`))
+	require.Empty(t, r.ctlRows(`SELECT concat_ws(' ', kind, source_key, target_key, resolution, kept, lost) FROM tandem.sync_conflicts`), "nothing was overwritten")
+	r.idle("items")
+}

@@ -158,7 +158,7 @@ func (r *syncRun) resolveRepair(ctx context.Context, keys [2][]Values) (*plan, [
 		}
 	}
 	for s := range unpaired {
-		if err := r.pairSeed(ctx, p, mapping.Side(s), unpaired[s]); err != nil {
+		if err := r.pairSeed(ctx, r.sides()[mapping.Side(s).Other()].Pool, p, mapping.Side(s), unpaired[s]); err != nil {
 			return nil, nil, err
 		}
 	}

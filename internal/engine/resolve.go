@@ -47,6 +47,9 @@ type plan struct {
 	unlinks   [][2]Values
 	holds     []*entity // entities a manual conflict holds
 	seeded    int       // rows of the initial sync's chunk
+	// seen: the snapshots the initial sync's chunk read each side in, kept
+	// with the links it makes ("": none).
+	seen [2]string
 }
 
 // conflictRow is one row for tandem.sync_conflicts.

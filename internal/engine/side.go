@@ -306,37 +306,57 @@ func quotedAll(cols []string) []string {
 	return out
 }
 
-// rowsIn reads the rows with keys in (after, upto], in key order.
-func (s *side) rowsIn(ctx context.Context, after, upto Values) ([]Values, error) {
+// rowsIn reads the rows with keys in (after, upto], in key order, and the
+// snapshot they were read in (pg_current_snapshot as text).
+func (s *side) rowsIn(ctx context.Context, after, upto Values) (out []Values, snapshot string, err error) {
 	sql := fmt.Sprintf(`SELECT to_jsonb(t) FROM %[1]s t, jsonb_populate_record(NULL::%[1]s, $1::jsonb) a,
 			jsonb_populate_record(NULL::%[1]s, $2::jsonb) u
 		WHERE %[2]s AND (%[3]s) <= (%[4]s) ORDER BY %[3]s`,
 		s.ident, s.afterKey("t", "a", after), s.keyColumns("t"), s.keyColumns("u"))
-	rows, err := s.Pool.Query(ctx, sql, keyParam(after), keyParam(upto))
-	if err != nil {
-		return nil, fmt.Errorf("node %s: reading rows of %s: %w", s.Node, s.Table, err)
-	}
-	defer rows.Close()
-	var out []Values
-	for rows.Next() {
-		var b []byte
-		if err := rows.Scan(&b); err != nil {
-			return nil, fmt.Errorf("node %s: reading rows of %s: %w", s.Node, s.Table, err)
-		}
-		row, err := decodeFlat(b)
+	err = s.readSnapshot(ctx, func(tx pgx.Tx, snap string) error {
+		snapshot = snap
+		rows, err := tx.Query(ctx, sql, keyParam(after), keyParam(upto))
 		if err != nil {
-			return nil, fmt.Errorf("node %s: decoding a row of %s: %w", s.Node, s.Table, err)
+			return err
 		}
-		out = append(out, row)
+		defer rows.Close()
+		for rows.Next() {
+			var b []byte
+			if err := rows.Scan(&b); err != nil {
+				return err
+			}
+			row, err := decodeFlat(b)
+			if err != nil {
+				return fmt.Errorf("decoding a row: %w", err)
+			}
+			out = append(out, row)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("node %s: reading rows of %s: %w", s.Node, s.Table, err)
 	}
-	return out, rows.Err()
+	return out, snapshot, nil
+}
+
+// readSnapshot runs f in a read-only REPEATABLE READ transaction on the
+// node, with the transaction's snapshot: what f reads is exactly what
+// committed before it.
+func (s *side) readSnapshot(ctx context.Context, f func(tx pgx.Tx, snapshot string) error) error {
+	return pgx.BeginTxFunc(ctx, s.Pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		var snap string
+		if err := tx.QueryRow(ctx, `SELECT pg_current_snapshot()::text`).Scan(&snap); err != nil {
+			return err
+		}
+		return f(tx, snap)
+	})
 }
 
 // pairRows finds, for each probe (natural key values by this side's
 // columns, normalised as pairValue does), the rows whose natural key is the
 // same, normalised here by pairSQL. An index on the normalised expression
 // (lower(email), say) makes each probe an index lookup.
-func (s *side) pairRows(ctx context.Context, fields []*mapping.Field, probes []Values) ([][]Values, error) {
+func (s *side) pairRows(ctx context.Context, q querier, fields []*mapping.Field, probes []Values) ([][]Values, error) {
 	out := make([][]Values, len(probes))
 	if len(probes) == 0 {
 		return out, nil
@@ -349,7 +369,7 @@ func (s *side) pairRows(ctx context.Context, fields []*mapping.Field, probes []V
 	sql := fmt.Sprintf(`SELECT e.i, to_jsonb(t) FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY e(v, i)
 		CROSS JOIN LATERAL jsonb_populate_record(NULL::%[1]s, e.v) m
 		JOIN %[1]s t ON %[2]s`, s.ident, strings.Join(conds, " AND "))
-	rows, err := s.Pool.Query(ctx, sql, encodeJSON(probes))
+	rows, err := q.Query(ctx, sql, encodeJSON(probes))
 	if err != nil {
 		return nil, fmt.Errorf("node %s: matching rows of %s: %w", s.Node, s.Table, err)
 	}

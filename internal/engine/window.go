@@ -20,6 +20,9 @@ type window struct {
 	SourceFrom, SourceThrough int64
 	TargetFrom, TargetThrough int64
 	Redo                      bool // a run cut off before it finished: same window again
+	// Band: each side's last change_log id when its initial sync was done
+	// (nil: none); changes up to it may have been read by it (filterSeen).
+	Band [2]*int64
 	// Seed: the run is a chunk of the initial sync; the change_log windows
 	// are empty (they wait until the initial sync is done).
 	Seed *seed
@@ -41,9 +44,9 @@ func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (w
 		var after, until, upto []byte
 		lock := func() error {
 			return tx.QueryRow(ctx, `SELECT source_through, target_through, pending_run, pending_source_through, pending_target_through,
-					initial_phase, initial_after, initial_until, pending_initial_upto
+					initial_phase, initial_after, initial_until, pending_initial_upto, initial_band_source, initial_band_target
 				FROM tandem.sync_state WHERE sync_id = $1 FOR UPDATE`, r.cfg.ID).
-				Scan(&w.SourceFrom, &w.TargetFrom, &pending, &ps, &pt, &phase, &after, &until, &upto)
+				Scan(&w.SourceFrom, &w.TargetFrom, &pending, &ps, &pt, &phase, &after, &until, &upto, &w.Band[0], &w.Band[1])
 		}
 		err := lock()
 		if errors.Is(err, pgx.ErrNoRows) { // the sync's first run
@@ -80,6 +83,12 @@ func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (w
 		if phase != nil {
 			if w.Seed, err = r.planSeed(ctx, tx, *phase, after, until); err != nil {
 				return err
+			}
+			if r.initialDone { // it has just set the bands
+				if err := tx.QueryRow(ctx, `SELECT initial_band_source, initial_band_target FROM tandem.sync_state WHERE sync_id = $1`,
+					r.cfg.ID).Scan(&w.Band[0], &w.Band[1]); err != nil {
+					return err
+				}
 			}
 		}
 		seedTrigger, chunk := "initial", []byte(nil)
@@ -149,7 +158,7 @@ func (r *syncRun) loadChanges(ctx context.Context, s *side, from, through int64)
 	if from == through {
 		return nil, nil
 	}
-	rows, err := r.e.Control.Query(ctx, `SELECT id, op, keys, old, new, captured_at, coalesce(origin, '')
+	rows, err := r.e.Control.Query(ctx, `SELECT id, op, keys, old, new, captured_at, coalesce(origin, ''), coalesce(xid::text, '')
 		FROM tandem.change_log WHERE id > $3 AND id <= $4 AND node = $1 AND table_name = $2 ORDER BY id`,
 		s.Node, s.Table, from, through)
 	if err != nil {
@@ -166,7 +175,7 @@ func (r *syncRun) loadChanges(ctx context.Context, s *side, from, through int64)
 	for rows.Next() {
 		var c change
 		var keys, oldB, newB []byte
-		if err := rows.Scan(&c.ID, &c.Op, &keys, &oldB, &newB, &c.CapturedAt, &c.Origin); err != nil {
+		if err := rows.Scan(&c.ID, &c.Op, &keys, &oldB, &newB, &c.CapturedAt, &c.Origin, &c.Xid); err != nil {
 			return nil, fmt.Errorf("control: reading changes of %s on node %s: %w", s.Table, s.Node, err)
 		}
 		if c.Op == opApplied {
