@@ -35,10 +35,10 @@ import (
 // seed is the chunk of existing rows a run of the initial sync covers: the
 // rows of one side with keys in (After, Upto], in key order.
 type seed struct {
-	Phase  mapping.Side
-	After  Values // nil: from the first row
-	Upto   Values
-	Bounds initialBounds
+	Phase    mapping.Side
+	After    Values // nil: from the first row
+	Upto     Values
+	Bounds   initialBounds
 	rows     []Values // read ahead, or nil
 	snapshot string   // what rows were read in
 	// Repair: not a chunk of the initial sync but the keys of each side
