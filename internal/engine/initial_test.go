@@ -237,17 +237,25 @@ func TestResyncSettlesDrift(t *testing.T) {
 	r.idle("contacts")
 }
 
+// chunkedItemsRig is a rig with items s100..s400 on crm only, whose initial
+// sync goes in chunks of 50 rows and calls each time it reports progress
+// (once when it begins, then after each chunk).
+func chunkedItemsRig(t *testing.T, each func(*rig)) *rig {
+	const ddl = `CREATE TABLE items (sku text PRIMARY KEY, name text, qty int);
+		INSERT INTO items SELECT 's' || n, 'item ' || n, n FROM generate_series(100, 400) n`
+	r := newRig(t, itemsYAML(""), map[string]string{"crm": ddl, "hubspot": `CREATE TABLE items (sku text PRIMARY KEY, name text, qty int)`})
+	r.eng.Window = 100
+	r.eng.Progress = func(engine.InitialProgress) { each(r) }
+	return r
+}
+
 // A row inserted after the initial sync began, read by it (its key sorts
 // inside the walk) and deleted before it ended: the insert and the delete
 // stream after it in one window, and the row it created on the other side
 // is deleted too.
 func TestInitialSyncRowInsertedAndDeletedWhileItRuns(t *testing.T) {
-	const ddl = `CREATE TABLE items (sku text PRIMARY KEY, name text, qty int);
-		INSERT INTO items SELECT 's' || n, 'item ' || n, n FROM generate_series(100, 400) n`
-	r := newRig(t, itemsYAML(""), map[string]string{"crm": ddl, "hubspot": `CREATE TABLE items (sku text PRIMARY KEY, name text, qty int)`})
-	r.eng.Window = 100 // chunks of 50 rows
 	step := 0
-	r.eng.Progress = func(p engine.InitialProgress) {
+	r := chunkedItemsRig(t, func(r *rig) {
 		step++
 		switch step {
 		case 1: // begun: a row sorting first, read by the first chunk
@@ -256,7 +264,7 @@ func TestInitialSyncRowInsertedAndDeletedWhileItRuns(t *testing.T) {
 			require.Equal(t, []string{"early"}, r.rows("hubspot", `SELECT name FROM items WHERE sku = 'a'`))
 			r.exec("crm", `DELETE FROM items WHERE sku = 'a'`)
 		}
-	}
+	})
 	r.run("items")
 	require.Greater(t, step, 3)
 	r.eng.Progress = nil
@@ -368,12 +376,8 @@ func TestInitialSyncChunkRedoneAfterItsApplyCommitted(t *testing.T) {
 // applied again, it would carry the row as it was then over a newer edit
 // made on the other side since.
 func TestInitialSyncDoesNotReplayWhatItRead(t *testing.T) {
-	const ddl = `CREATE TABLE items (sku text PRIMARY KEY, name text, qty int);
-		INSERT INTO items SELECT 's' || n, 'item ' || n, n FROM generate_series(100, 400) n`
-	r := newRig(t, itemsYAML(""), map[string]string{"crm": ddl, "hubspot": `CREATE TABLE items (sku text PRIMARY KEY, name text, qty int)`})
-	r.eng.Window = 100 // chunks of 50 rows
 	step := 0
-	r.eng.Progress = func(p engine.InitialProgress) {
+	r := chunkedItemsRig(t, func(r *rig) {
 		step++
 		switch step {
 		case 1: // begun: rows the first chunk reads, one inserted, one updated since
@@ -382,7 +386,7 @@ func TestInitialSyncDoesNotReplayWhatItRead(t *testing.T) {
 		case 2: // the first chunk created them on hubspot; edited there since
 			r.exec("hubspot", `UPDATE items SET name = 'edited there' WHERE sku IN ('a', 's101')`)
 		}
-	}
+	})
 	r.run("items")
 	require.Greater(t, step, 2)
 	r.eng.Progress = nil
