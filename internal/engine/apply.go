@@ -264,11 +264,16 @@ func (res *applyResult) created(ref string, key []byte) error {
 	if err != nil {
 		return err
 	}
-	res.Created = append(res.Created, [2]string{ref, canonicalKey(k)})
+	res.createdKey(ref, canonicalKey(k))
+	return nil
+}
+
+// createdKey records that the write ref created the row of canonical key.
+func (res *applyResult) createdKey(ref, key string) {
+	res.Created = append(res.Created, [2]string{ref, key})
 	res.Done = append(res.Done, ref)
 	res.wrote = append(res.wrote, ref)
 	res.Inserted++
-	return nil
 }
 
 // applyEach writes row by row, each under a savepoint: a row the node

@@ -50,14 +50,13 @@ func (s *side) insertBulk(ctx context.Context, tx pgx.Tx, ins []*write, res *app
 	}
 	all := slices.Concat(cols, drawn)
 	rows := make([]Values, len(ins))
-	want := make(map[string]string, len(ins)) // canonical key -> ref
+	canon := make([]string, len(ins))
 	for i, w := range ins {
 		row := maps.Clone(w.Vals)
 		for j, k := range drawn {
 			row[k] = keys[j][i]
 		}
-		rows[i] = row
-		want[canonicalKey(s.keyOf(row))] = w.Ref
+		rows[i], canon[i] = row, canonicalKey(s.keyOf(row))
 	}
 	quoted := quotedAll(all)
 	rcols := make([]string, len(quoted))
@@ -65,9 +64,23 @@ func (s *side) insertBulk(ctx context.Context, tx pgx.Tx, ins []*write, res *app
 		rcols[i] = "r." + q
 	}
 	sql := fmt.Sprintf(`INSERT INTO %[1]s AS t (%[2]s) OVERRIDING SYSTEM VALUE
-		SELECT %[3]s FROM jsonb_populate_recordset(NULL::%[1]s, $1::jsonb) r RETURNING %[4]s`,
-		s.ident, strings.Join(quoted, ", "), strings.Join(rcols, ", "), s.keyObject("t"))
-	got, err := tx.Query(ctx, sql, encodeJSON(rows))
+		SELECT %[3]s FROM jsonb_populate_recordset(NULL::%[1]s, $1::jsonb) r`,
+		s.ident, strings.Join(quoted, ", "), strings.Join(rcols, ", "))
+	if len(drawn) == len(s.Key) {
+		// Every key column drawn here, as integers: the new keys are known.
+		if _, err := tx.Exec(ctx, sql, encodeJSON(rows)); err != nil {
+			return false, err
+		}
+		for i, w := range ins {
+			res.createdKey(w.Ref, canon[i])
+		}
+		return true, nil
+	}
+	want := make(map[string]string, len(ins)) // canonical key -> ref
+	for i, w := range ins {
+		want[canon[i]] = w.Ref
+	}
+	got, err := tx.Query(ctx, sql+" RETURNING "+s.keyObject("t"), encodeJSON(rows))
 	if err != nil {
 		return false, err
 	}

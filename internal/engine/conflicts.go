@@ -590,7 +590,7 @@ func (r *syncRun) recordSettlement(ctx context.Context, c *Conflict, d *settleme
 			}
 			pair := keys
 			pair[s] = newKey // the re-created row stands for the deleted one
-			if err := r.saveLinks(ctx, tx, [][2]Values{pair}, nil, [2]string{}); err != nil {
+			if err := r.saveLinks(ctx, tx, [][2]string{{canonicalKey(pair[0]), canonicalKey(pair[1])}}, nil, [2]string{}); err != nil {
 				return err
 			}
 		}

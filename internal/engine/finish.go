@@ -74,10 +74,18 @@ func (r *syncRun) finish(ctx context.Context, w window, p *plan, ents []*entity,
 	return res, nil
 }
 
-// outcomes turns apply results into link changes and the refs that applied.
-func (r *syncRun) outcomes(p *plan, results [2]*applyResult) (links, unlinks [][2]Values, done map[string]bool) {
+// outcomes turns apply results into link changes and the refs that
+// applied. Links are canonical key texts: [source, target].
+func (r *syncRun) outcomes(p *plan, results [2]*applyResult) (links [][2]string, unlinks [][2]Values, done map[string]bool) {
 	done = map[string]bool{}
 	unlinks = append(unlinks, p.unlinks...)
+	taken := [2]map[string]bool{{}, {}}
+	link := func(pair [2]string) {
+		if pair[0] != "" && pair[1] != "" && !taken[0][pair[0]] && !taken[1][pair[1]] {
+			taken[0][pair[0]], taken[1][pair[1]] = true, true
+			links = append(links, pair)
+		}
+	}
 	for s := range results {
 		to := mapping.Side(s)
 		for _, ref := range results[s].Done {
@@ -86,7 +94,7 @@ func (r *syncRun) outcomes(p *plan, results [2]*applyResult) (links, unlinks [][
 		for _, w := range p.writes[s] {
 			if done[to.String()+" "+w.Ref] && w.ent != nil && w.ent.key[to.Other()] != nil {
 				// Mapping errors name the entity by the key it came from.
-				done[to.String()+" key "+canonicalKey(w.ent.key[to.Other()])] = true
+				done[to.String()+" key "+w.ent.keyText(to.Other())] = true
 			}
 		}
 		// Every row an apply created is linked to the key its ref names. From
@@ -94,27 +102,16 @@ func (r *syncRun) outcomes(p *plan, results [2]*applyResult) (links, unlinks [][
 		// may decide differently (it reads live rows), but what the node
 		// committed is what its tandem.applied row says.
 		for _, c := range results[s].Created {
-			var pair [2]Values
-			pair[to], _ = decodeFlat([]byte(c[1]))
-			pair[to.Other()], _ = decodeFlat([]byte(strings.TrimPrefix(c[0], insertRefPrefix)))
-			if pair[to] != nil && pair[to.Other()] != nil {
-				links = append(links, pair)
-			}
+			var pair [2]string
+			pair[to], pair[to.Other()] = c[1], strings.TrimPrefix(c[0], insertRefPrefix)
+			link(pair)
 		}
 	}
 	// Then the pairs resolution found, unless a key is linked above: a run
 	// redone after its apply committed finds the rows that apply created
 	// and pairs them again by their natural key.
-	taken := [2]map[string]bool{{}, {}}
-	for _, l := range links {
-		taken[0][canonicalKey(l[0])], taken[1][canonicalKey(l[1])] = true, true
-	}
 	for _, l := range p.links {
-		s, t := canonicalKey(l[0]), canonicalKey(l[1])
-		if !taken[0][s] && !taken[1][t] {
-			taken[0][s], taken[1][t] = true, true
-			links = append(links, l)
-		}
+		link([2]string{canonicalKey(l[0]), canonicalKey(l[1])})
 	}
 	return links, unlinks, done
 }
@@ -145,7 +142,7 @@ func (r *syncRun) missingConflicts(p *plan, to mapping.Side, ar *applyResult) {
 
 // saveLinks records links; seen are the snapshots an initial sync's chunk
 // read each side in (see filterSeen), kept with its links.
-func (r *syncRun) saveLinks(ctx context.Context, tx pgx.Tx, links, unlinks [][2]Values, seen [2]string) error {
+func (r *syncRun) saveLinks(ctx context.Context, tx pgx.Tx, links [][2]string, unlinks [][2]Values, seen [2]string) error {
 	if len(unlinks) > 0 {
 		if err := r.deleteLinks(ctx, tx, unlinks); err != nil {
 			return fmt.Errorf("unlinking: %w", err)
@@ -165,7 +162,7 @@ func (r *syncRun) saveLinks(ctx context.Context, tx pgx.Tx, links, unlinks [][2]
 			}
 		}
 		for i, l := range links {
-			rows[i] = []any{r.cfg.ID, appendJSON(nil, l[0]), appendJSON(nil, l[1]), snaps[0], snaps[1]}
+			rows[i] = []any{r.cfg.ID, l[0], l[1], snaps[0], snaps[1]}
 		}
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"tandem", "links"}, []string{"sync_id", "source_key", "target_key", "source_seen", "target_seen"},
 			pgx.CopyFromRows(rows)); err != nil {
@@ -173,12 +170,23 @@ func (r *syncRun) saveLinks(ctx context.Context, tx pgx.Tx, links, unlinks [][2]
 		}
 		return nil
 	}
+	pairs := make([][2]Values, 0, len(links))
+	for _, l := range links {
+		var pair [2]Values
+		var err error
+		for i := range l {
+			if pair[i], err = decodeFlat([]byte(l[i])); err != nil {
+				return fmt.Errorf("linking: key %s: %w", l[i], err)
+			}
+		}
+		pairs = append(pairs, pair)
+	}
 	// A re-created row replaces the link of the row it stands for.
-	if err := r.deleteLinks(ctx, tx, links); err != nil {
+	if err := r.deleteLinks(ctx, tx, pairs); err != nil {
 		return fmt.Errorf("replacing links: %w", err)
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO tandem.links (sync_id, source_key, target_key)
-		SELECT $1, l.s, l.t FROM jsonb_to_recordset($2::jsonb) l(s jsonb, t jsonb)`, r.cfg.ID, pairsJSON(links)); err != nil {
+		SELECT $1, l.s, l.t FROM jsonb_to_recordset($2::jsonb) l(s jsonb, t jsonb)`, r.cfg.ID, pairsJSON(pairs)); err != nil {
 		return fmt.Errorf("linking: %w", err)
 	}
 	return nil
