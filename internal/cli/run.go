@@ -28,17 +28,7 @@ func runRun(ctx context.Context, cfgPath string, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := loadConfig(cfgPath, env)
-	if err != nil {
-		return err
-	}
-	for _, id := range append(slices.Clone(rest), resync...) {
-		if _, ok := cfg.SyncByID(id); !ok {
-			return usageError{fmt.Sprintf("no sync %q in %s", id, cfg.Path)}
-		}
-	}
-	log := slog.New(slog.NewTextHandler(env.Stderr, nil))
-	eng, closeAll, err := openEngine(ctx, cfg, log)
+	cfg, eng, log, closeAll, err := syncsEngine(ctx, cfgPath, env, append(slices.Clone(rest), resync...))
 	if err != nil {
 		return err
 	}
@@ -81,6 +71,26 @@ func runRun(ctx context.Context, cfgPath string, args []string, env Env) error {
 			id, res.Synced(), res.Created, res.Updated, res.Deleted, res.Conflicts, res.Errors)
 	}
 	return errors.Join(failed...)
+}
+
+// syncsEngine loads the config, checks that it has the syncs ids names,
+// and opens an engine on it that logs to stderr.
+func syncsEngine(ctx context.Context, cfgPath string, env Env, ids []string) (*config.Config, *engine.Engine, *slog.Logger, func(), error) {
+	cfg, err := loadConfig(cfgPath, env)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	for _, id := range ids {
+		if _, ok := cfg.SyncByID(id); !ok {
+			return nil, nil, nil, nil, usageError{fmt.Sprintf("no sync %q in %s", id, cfg.Path)}
+		}
+	}
+	log := slog.New(slog.NewTextHandler(env.Stderr, nil))
+	eng, closeAll, err := openEngine(ctx, cfg, log)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	return cfg, eng, log, closeAll, nil
 }
 
 // openEngine connects to the control database and every node.

@@ -42,16 +42,8 @@ func runVerify(ctx context.Context, cfgPath string, args []string, env Env) erro
 	if *chunk <= 0 {
 		return usageError{fmt.Sprintf("--chunk must be a positive number of rows, not %d", *chunk)}
 	}
-	cfg, err := loadConfig(cfgPath, env)
-	if err != nil {
-		return err
-	}
 	id := pos[0]
-	if _, ok := cfg.SyncByID(id); !ok {
-		return usageError{fmt.Sprintf("no sync %q in %s", id, cfg.Path)}
-	}
-	log := slog.New(slog.NewTextHandler(env.Stderr, nil))
-	eng, closeAll, err := openEngine(ctx, cfg, log)
+	_, eng, log, closeAll, err := syncsEngine(ctx, cfgPath, env, []string{id})
 	if err != nil {
 		return err
 	}
