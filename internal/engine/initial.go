@@ -21,9 +21,8 @@ import (
 //
 // It begins by pulling both sides and setting the sync's change_log cursors
 // to the last change taken: every change up to there is in the rows it will
-// read, and every later one is consumed by the runs that follow it (a change
-// both in a row it read and after the cursor is applied again, which
-// changes nothing). Then it walks the source table in key order, one chunk
+// read, and every later one is consumed by the runs that follow it, except
+// one a chunk already saw in a row it read (filterSeen). Then it walks the source table in key order, one chunk
 // per run, pairing each row with the target's row of the same natural key
 // (`match`) or mapped key, settling pairs that differ by the sync's
 // `initial` strategy and creating the rows the target lacks; then the target
@@ -65,10 +64,7 @@ func (r *syncRun) readNext(ctx context.Context, sd *seed) *readAhead {
 	f := &readAhead{phase: sd.Phase, after: sd.Upto, done: make(chan struct{})}
 	s := *r.sides()[sd.Phase] // its own copy: the run checks the side meanwhile
 	s.Key, s.Cols = slices.Clone(s.Key), slices.Clone(s.Cols)
-	last := sd.Bounds.Source
-	if sd.Phase == mapping.Target {
-		last = sd.Bounds.Target
-	}
+	last := sd.Bounds.last(sd.Phase)
 	go func() {
 		defer close(f.done)
 		if f.upto, f.err = s.chunkEnd(ctx, f.after, last, r.seedRows()); f.err != nil || f.upto == nil {
@@ -107,6 +103,14 @@ type initialBounds struct {
 	Source Values `json:"source"`
 	Target Values `json:"target"`
 	Linked bool   `json:"linked"`
+}
+
+// last is the last key of side s the initial sync walks.
+func (b initialBounds) last(s mapping.Side) Values {
+	if s == mapping.Target {
+		return b.Target
+	}
+	return b.Source
 }
 
 // InitialProgress is where a sync's initial sync stands.
@@ -214,7 +218,8 @@ func (e *Engine) needsInitial(ctx context.Context, id string) (bool, error) {
 
 // planSeed plans the next chunk of an initial sync under way, in the
 // planning transaction, moving to the next phase (and at last out of the
-// initial sync) when a side has no rows left. ok is false once it is done.
+// initial sync) when a side has no rows left. It returns nil once it is
+// done.
 func (r *syncRun) planSeed(ctx context.Context, tx pgx.Tx, phase string, after, until []byte) (*seed, error) {
 	sd := &seed{Phase: mapping.Source}
 	if phase == "target" {
@@ -235,10 +240,7 @@ func (r *syncRun) planSeed(ctx context.Context, tx pgx.Tx, phase string, after, 
 		if err := s.check(ctx); err != nil {
 			return nil, err
 		}
-		last := sd.Bounds.Source
-		if sd.Phase == mapping.Target {
-			last = sd.Bounds.Target
-		}
+		last := sd.Bounds.last(sd.Phase)
 		if f := r.ahead.take(sd.Phase, sd.After); f != nil && f.err == nil && f.upto != nil {
 			sd.Upto, sd.rows, sd.snapshot = f.upto, f.rows, f.snapshot // read while the last chunk applied
 		} else if sd.Upto, err = s.chunkEnd(ctx, sd.After, last, r.seedRows()); err != nil {
@@ -392,21 +394,13 @@ func seedNet(s mapping.Side, key Values, text string, row Values) *netChange {
 // columns' fields, or else the fields that map the source key to the
 // target key. None: rows cannot be paired.
 func (r *syncRun) pairFields() []*mapping.Field {
-	var out []*mapping.Field
 	if len(r.cfg.Match) > 0 {
-		for _, name := range r.cfg.Match {
-			for _, f := range r.m.Fields {
-				if len(f.Source) == 1 && len(f.Target) == 1 && (f.Source[0] == name || f.Target[0] == name) {
-					out = append(out, f)
-					break
-				}
-			}
-		}
-		return out
+		return r.matchFields()
 	}
 	if len(r.src.Key) != len(r.tgt.Key) {
 		return nil
 	}
+	var out []*mapping.Field
 	for i, k := range r.src.Key {
 		var found *mapping.Field
 		for _, f := range r.m.Fields {

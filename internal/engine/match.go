@@ -8,19 +8,25 @@ import (
 	"github.com/tandem-sync/tandem/internal/mapping"
 )
 
-// matchColumns resolves the sync's match columns to one column per side.
-func (r *syncRun) matchColumns() (cols [2][]string) {
+// matchFields are the one-to-one fields of the sync's match columns.
+func (r *syncRun) matchFields() []*mapping.Field {
+	var out []*mapping.Field
 	for _, name := range r.cfg.Match {
 		for _, f := range r.m.Fields {
-			if len(f.Source) != 1 || len(f.Target) != 1 {
-				continue
-			}
-			if f.Source[0] == name || f.Target[0] == name {
-				cols[0] = append(cols[0], f.Source[0])
-				cols[1] = append(cols[1], f.Target[0])
+			if len(f.Source) == 1 && len(f.Target) == 1 && (f.Source[0] == name || f.Target[0] == name) {
+				out = append(out, f)
 				break
 			}
 		}
+	}
+	return out
+}
+
+// matchColumns resolves the sync's match columns to one column per side.
+func (r *syncRun) matchColumns() (cols [2][]string) {
+	for _, f := range r.matchFields() {
+		cols[0] = append(cols[0], f.Source[0])
+		cols[1] = append(cols[1], f.Target[0])
 	}
 	return cols
 }

@@ -33,6 +33,8 @@ type side struct {
 	// wal: the node is captured from its WAL; tandem's writes there name
 	// their origin with a logical message at the start of the transaction.
 	wal bool
+	// checked: check found the table as the sync maps it, in this run.
+	checked bool
 }
 
 // originSQL is the select-list item that names the sync ($1) as the origin
@@ -56,8 +58,12 @@ func newSide(which mapping.Side, e config.Endpoint, pool *pgxpool.Pool, cols []s
 
 // check reads the table's columns and key from the node's catalog and fails
 // naming the first mapped or key column that is missing: a column dropped
-// under a running sync stops that sync, not the others.
+// under a running sync stops that sync, not the others. A side is checked
+// once per run (planning an initial sync's chunk needs its key already).
 func (s *side) check(ctx context.Context) error {
+	if s.checked {
+		return nil
+	}
 	rows, err := s.Pool.Query(ctx, `SELECT a.attname, coalesce(a.attnum = ANY (i.indkey), false)
 		FROM pg_attribute a
 		LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
@@ -96,6 +102,7 @@ func (s *side) check(ctx context.Context) error {
 			return fmt.Errorf("node %s: column %q of %s is mapped by the sync but does not exist (dropped?)", s.Node, c, s.Table)
 		}
 	}
+	s.checked = true
 	return nil
 }
 
