@@ -56,28 +56,6 @@ func catalog(t *testing.T, db *pgtest.DB, withOIDs bool) []string {
 	return out
 }
 
-// roles creates login roles that go away after the test (after its
-// databases, so they own nothing by then).
-func roles(t *testing.T, names ...string) {
-	t.Helper()
-	c := pgtest.Shared(t)
-	conn := connect(t, c.URL("postgres"))
-	for _, n := range names {
-		_, err := conn.Exec(context.Background(), "CREATE ROLE "+pgx.Identifier{n}.Sanitize()+" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
-		require.NoError(t, err)
-		t.Cleanup(func() {
-			conn, err := pgx.Connect(context.Background(), c.URL("postgres"))
-			if err == nil {
-				_, err = conn.Exec(context.Background(), "DROP ROLE "+pgx.Identifier{n}.Sanitize())
-				conn.Close(context.Background())
-			}
-			if err != nil {
-				t.Errorf("dropping role %s: %v", n, err)
-			}
-		})
-	}
-}
-
 // Invariant 7: trigger capture needs no superuser. The owner of the tables,
 // with CREATE on the database, installs; an application role that can only
 // write its table is captured; installing again changes nothing; uninstall
@@ -85,7 +63,7 @@ func roles(t *testing.T, names ...string) {
 func TestInstallAsTableOwnerIsIdempotentAndUninstallRestoresCatalog(t *testing.T) {
 	t.Parallel()
 	owner, app := pgtest.UniqueName("owner"), pgtest.UniqueName("app")
-	roles(t, owner, app)
+	pgtest.Roles(t, owner, app)
 	db := pgtest.NewDB(t)
 	db.Exec(t, contactsDDL)
 	for _, s := range []string{
@@ -181,7 +159,7 @@ func TestInstallReportsEveryCatalogProblemWithItsLine(t *testing.T) {
 func TestInstallWithoutPrivilegesSaysWhichGrantIsMissing(t *testing.T) {
 	t.Parallel()
 	role := pgtest.UniqueName("weak")
-	roles(t, role)
+	pgtest.Roles(t, role)
 	db := pgtestDBWith(t, contactsDDL)
 	conn := connect(t, db.URLAs(role, ""))
 	_, err := capture.Install(context.Background(), conn, "crm", []config.TableRef{tableRef("contacts")}, "tandem.yaml")

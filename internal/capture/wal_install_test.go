@@ -242,7 +242,7 @@ func slotNames(t *testing.T, db *pgtest.DB) []string {
 func TestInstallWALAsNonSuperuserSaysWhatIsMissing(t *testing.T) {
 	t.Parallel()
 	role := pgtest.UniqueName("dba")
-	roles(t, role)
+	pgtest.Roles(t, role)
 	db := walDB(t, contactsDDL)
 	db.Exec(t, "GRANT CREATE ON DATABASE "+pgx.Identifier{db.Name}.Sanitize()+" TO "+role)
 	ctx := context.Background()
