@@ -30,22 +30,24 @@ func (s *side) insertBulk(ctx context.Context, tx pgx.Tx, ins []*write, res *app
 			drawn = append(drawn, k)
 		}
 	}
-	seqs, err := s.keySequences(ctx, tx, drawn)
-	if err != nil || seqs == nil {
-		return false, err
-	}
+	// Each drawn column's next values from its sequence (serial, identity);
+	// a column without one leaves the rows to the row-by-row batch.
 	keys := make([][]json.Number, len(drawn))
-	for i, seq := range seqs {
-		rows, err := tx.Query(ctx, `SELECT nextval($1::regclass)::text FROM generate_series(1, $2)`, seq, len(ins))
+	for i, c := range drawn {
+		rows, err := tx.Query(ctx, `SELECT nextval(pg_get_serial_sequence($1, $2)::regclass)::text FROM generate_series(1, $3)`,
+			s.ident, c, len(ins))
 		if err != nil {
-			return false, err
+			return false, fmt.Errorf("drawing keys of %s.%s: %w", s.Table, c, err)
 		}
-		vals, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		vals, err := pgx.CollectRows(rows, pgx.RowTo[*string])
 		if err != nil {
-			return false, err
+			return false, fmt.Errorf("drawing keys of %s.%s: %w", s.Table, c, err)
 		}
 		for _, v := range vals {
-			keys[i] = append(keys[i], json.Number(v))
+			if v == nil {
+				return false, nil
+			}
+			keys[i] = append(keys[i], json.Number(*v))
 		}
 	}
 	all := slices.Concat(cols, drawn)
@@ -93,15 +95,14 @@ func (s *side) insertBulk(ctx context.Context, tx pgx.Tx, ins []*write, res *app
 		if err != nil {
 			return false, err
 		}
-		ref, ok := want[canonicalKey(k)]
+		kt := canonicalKey(k)
+		ref, ok := want[kt]
 		if !ok {
 			// The node stored a written key otherwise than it was given
 			// (a padded char, a rounded numeric): the row's ref is unknown.
 			return false, fmt.Errorf("%w: %s", errKeyRewritten, b)
 		}
-		if err := res.created(ref, b); err != nil {
-			return false, err
-		}
+		res.createdKey(ref, kt)
 	}
 	return true, nil
 }
@@ -113,23 +114,6 @@ func hasAll(v Values, cols []string) bool {
 		}
 	}
 	return true
-}
-
-// keySequences returns the sequence of each key column (serial or
-// identity), or nil when one has none.
-func (s *side) keySequences(ctx context.Context, tx pgx.Tx, cols []string) ([]string, error) {
-	out := make([]string, len(cols))
-	for i, c := range cols {
-		var seq *string
-		if err := tx.QueryRow(ctx, `SELECT pg_get_serial_sequence($1, $2)`, s.ident, c).Scan(&seq); err != nil {
-			return nil, fmt.Errorf("reading the sequence of %s.%s: %w", s.Table, c, err)
-		}
-		if seq == nil {
-			return nil, nil
-		}
-		out[i] = *seq
-	}
-	return out, nil
 }
 
 // errKeyRewritten: a bulk insert's node stored a written key otherwise than
