@@ -432,16 +432,15 @@ func pairValue(f *mapping.Field, s mapping.Side, row Values) any {
 }
 
 // pairSQL is the SQL of pairValue for column c of table alias t on either
-// side: what the field's transform does to a value, where it normalises.
+// side: the field's transform where it normalises (lowercase, uppercase,
+// trim, as mapping.Field.SQL writes them), the column as it is otherwise.
 func pairSQL(f *mapping.Field, col, t string) string {
 	q := t + "." + pgx.Identifier{col}.Sanitize()
 	switch f.Transform {
-	case config.TransformLowercase:
-		return "lower(" + q + ")"
-	case config.TransformUppercase:
-		return "upper(" + q + ")"
-	case config.TransformTrim:
-		return "btrim(" + q + `, E' \t\n\r\f\v')`
+	case config.TransformLowercase, config.TransformUppercase, config.TransformTrim:
+		if exprs, err := f.SQL(mapping.Source, []string{q}); err == nil {
+			return exprs[0]
+		}
 	}
 	return q
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -395,4 +396,25 @@ func TestInitialSyncDoesNotReplayWhatItRead(t *testing.T) {
 	require.Equal(t, r.rows("crm", `SELECT sku, name, qty FROM items ORDER BY sku`), r.rows("hubspot", `SELECT sku, name, qty FROM items ORDER BY sku`))
 	require.Empty(t, r.ctlRows(`SELECT concat_ws(' ', kind, source_key, target_key, resolution, kept, lost) FROM tandem.sync_conflicts`), "nothing was overwritten")
 	r.idle("items")
+}
+
+// A natural key compared after trim pairs a value that ends in v (the SQL
+// that trims must not take E'\v' for a v).
+func TestInitialSyncPairsATrimmedNaturalKey(t *testing.T) {
+	const ddl = `CREATE TABLE tags (id bigserial PRIMARY KEY, code text UNIQUE, label text)`
+	yaml := strings.Replace(itemsYAML(""), "public.items", "public.tags", 2)
+	yaml = yaml[:strings.Index(yaml, "    fields:")] + `    match: [code]
+    fields:
+      - { source: code, target: code, transform: trim }
+      - { source: label, target: label }
+`
+	r := newRig(t, yaml, map[string]string{
+		"crm":     ddl + `; INSERT INTO tags (code, label) VALUES (' lev ', 'from crm'), ('dev', 'crm only')`,
+		"hubspot": ddl + `; INSERT INTO tags (code, label) VALUES ('lev', 'from hubspot')`,
+	})
+	res := r.run("items")
+	require.Equal(t, 1, res.Created, "dev created on hubspot, lev paired: %+v", res)
+	require.Equal(t, 1, res.Conflicts, "the pair's labels differ: %+v", res)
+	require.Equal(t, []string{"dev", "lev"}, r.rows("hubspot", `SELECT code FROM tags ORDER BY code`))
+	require.Equal(t, 2, r.ctlInt(`SELECT count(*) FROM tandem.links`))
 }
