@@ -174,17 +174,11 @@ func (e *Engine) ResolveConflict(ctx context.Context, id int64, take string, val
 	if err := e.init(ctx); err != nil {
 		return err
 	}
-	release, err := e.lockSync(ctx, s.ID, resolveLockWait)
-	if errors.Is(err, ErrBusy) {
-		return fmt.Errorf("sync %s: a run held it for %s; try again: %w", s.ID, resolveLockWait, err)
-	}
+	release, err := e.lockCaughtUp(ctx, s, resolveLockWait)
 	if err != nil {
-		return err
+		return fmt.Errorf("conflict %d: %w", id, err)
 	}
 	defer release()
-	if err := e.catchUp(ctx, s); err != nil {
-		return fmt.Errorf("conflict %d: bringing sync %s up to date first: %w", id, s.ID, err)
-	}
 	if c, err = e.Conflict(ctx, id); err != nil {
 		return err
 	}
@@ -230,6 +224,24 @@ func resolutionOf(take string, value map[string]any) (string, error) {
 		return "manual:" + take, nil
 	}
 	return "", fmt.Errorf("resolving a conflict takes source or target, not %q", take)
+}
+
+// lockCaughtUp takes the sync's lock (waiting up to wait for a run in
+// progress) and applies its pending changes, so what follows sees both
+// sides as the sync has them. release gives the lock back.
+func (e *Engine) lockCaughtUp(ctx context.Context, s *config.Sync, wait time.Duration) (release func(), err error) {
+	release, err = e.lockSync(ctx, s.ID, wait)
+	if errors.Is(err, ErrBusy) {
+		return nil, fmt.Errorf("sync %s: a run held it for %s; try again: %w", s.ID, wait, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := e.catchUp(ctx, s); err != nil {
+		release()
+		return nil, fmt.Errorf("bringing sync %s up to date first: %w", s.ID, err)
+	}
+	return release, nil
 }
 
 // catchUp runs the sync's pending windows while the caller holds its lock.

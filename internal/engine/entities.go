@@ -94,6 +94,38 @@ func (r *syncRun) entities(ctx context.Context, nets [2][]*netChange) ([]*entity
 	return ents, r.markHeld(ctx, ents)
 }
 
+// openConflicts returns, per side, the open conflict of each of the given
+// canonical keys that has one.
+func (r *syncRun) openConflicts(ctx context.Context, keys [2][]string) ([2]map[string]int64, error) {
+	held := [2]map[string]int64{{}, {}}
+	if len(keys[0])+len(keys[1]) == 0 {
+		return held, nil
+	}
+	// UNION, not OR: each arm uses its partial index of open conflicts.
+	rows, err := r.e.Control.Query(ctx, `SELECT id, source_key, target_key FROM tandem.sync_conflicts
+		WHERE sync_id = $1 AND status = 'open' AND source_key = ANY ($2::jsonb[])
+		UNION SELECT id, source_key, target_key FROM tandem.sync_conflicts
+		WHERE sync_id = $1 AND status = 'open' AND target_key = ANY ($3::jsonb[])`,
+		r.cfg.ID, keys[0], keys[1])
+	if err != nil {
+		return held, fmt.Errorf("control: reading open conflicts of sync %s: %w", r.cfg.ID, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var sb, tb []byte
+		if err := rows.Scan(&id, &sb, &tb); err != nil {
+			return held, fmt.Errorf("control: reading open conflicts of sync %s: %w", r.cfg.ID, err)
+		}
+		for i, b := range [][]byte{sb, tb} {
+			if k, text, _ := decodeKey(b); k != nil {
+				held[i][text] = id
+			}
+		}
+	}
+	return held, rows.Err()
+}
+
 // linkedKey is a key on the other side of a link, with its canonical text.
 type linkedKey struct {
 	vals Values
@@ -147,33 +179,8 @@ func (r *syncRun) markHeld(ctx context.Context, ents []*entity) error {
 			tk = append(tk, e.keyText(1))
 		}
 	}
-	if len(sk)+len(tk) == 0 {
-		return nil
-	}
-	// UNION, not OR: each arm uses its partial index of open conflicts.
-	rows, err := r.e.Control.Query(ctx, `SELECT id, source_key, target_key FROM tandem.sync_conflicts
-		WHERE sync_id = $1 AND status = 'open' AND source_key = ANY ($2::jsonb[])
-		UNION SELECT id, source_key, target_key FROM tandem.sync_conflicts
-		WHERE sync_id = $1 AND status = 'open' AND target_key = ANY ($3::jsonb[])`,
-		r.cfg.ID, sk, tk)
+	held, err := r.openConflicts(ctx, [2][]string{sk, tk})
 	if err != nil {
-		return fmt.Errorf("control: reading open conflicts of sync %s: %w", r.cfg.ID, err)
-	}
-	defer rows.Close()
-	held := [2]map[string]int64{{}, {}}
-	for rows.Next() {
-		var id int64
-		var sb, tb []byte
-		if err := rows.Scan(&id, &sb, &tb); err != nil {
-			return err
-		}
-		for i, b := range [][]byte{sb, tb} {
-			if k, text, _ := decodeKey(b); k != nil {
-				held[i][text] = id
-			}
-		}
-	}
-	if err := rows.Err(); err != nil {
 		return err
 	}
 	for _, e := range ents {

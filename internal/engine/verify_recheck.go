@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/tandem-sync/tandem/internal/mapping"
@@ -53,17 +52,11 @@ func (v *verifier) recheck(ctx context.Context) error {
 // again since.
 func (v *verifier) recheckRound(ctx context.Context, suspects pairs) (drift, changing []Drift, err error) {
 	e, s := v.r.e, v.r.cfg
-	release, err := e.lockSync(ctx, s.ID, verifyLockWait)
-	if errors.Is(err, ErrBusy) {
-		return nil, nil, fmt.Errorf("a run held the sync for %s; try again: %w", verifyLockWait, err)
-	}
+	release, err := e.lockCaughtUp(ctx, s, verifyLockWait)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer release()
-	if err := e.catchUp(ctx, s); err != nil {
-		return nil, nil, fmt.Errorf("applying the sync's pending changes before comparing again: %w", err)
-	}
 	ps, err := v.relink(ctx, suspects)
 	if err != nil {
 		return nil, nil, err
@@ -174,42 +167,17 @@ func keyText(k Values) string {
 
 // markHeld names the open conflict of each drifting entity that has one.
 func (v *verifier) markHeld(ctx context.Context, drift []Drift) error {
-	var sk, tk []string
+	var keys [2][]string
 	for _, d := range drift {
-		if d.SourceKey != nil {
-			sk = append(sk, canonicalKey(d.SourceKey))
-		}
-		if d.TargetKey != nil {
-			tk = append(tk, canonicalKey(d.TargetKey))
-		}
-	}
-	if len(sk)+len(tk) == 0 {
-		return nil
-	}
-	// UNION, not OR: each arm uses its partial index of open conflicts.
-	rows, err := v.r.e.Control.Query(ctx, `SELECT id, source_key, target_key FROM tandem.sync_conflicts
-		WHERE sync_id = $1 AND status = 'open' AND source_key = ANY ($2::jsonb[])
-		UNION SELECT id, source_key, target_key FROM tandem.sync_conflicts
-		WHERE sync_id = $1 AND status = 'open' AND target_key = ANY ($3::jsonb[])`, v.r.cfg.ID, sk, tk)
-	if err != nil {
-		return fmt.Errorf("control: reading open conflicts: %w", err)
-	}
-	defer rows.Close()
-	held := [2]map[string]int64{{}, {}}
-	for rows.Next() {
-		var id int64
-		var keys [2][]byte
-		if err := rows.Scan(&id, &keys[0], &keys[1]); err != nil {
-			return fmt.Errorf("control: reading open conflicts: %w", err)
-		}
-		for s, b := range keys {
-			if _, text, _ := decodeKey(b); text != "" {
-				held[s][text] = id
+		for s, k := range [2]Values{d.SourceKey, d.TargetKey} {
+			if k != nil {
+				keys[s] = append(keys[s], canonicalKey(k))
 			}
 		}
 	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("control: reading open conflicts: %w", err)
+	held, err := v.r.openConflicts(ctx, keys)
+	if err != nil {
+		return err
 	}
 	for i := range drift {
 		for s, k := range [2]Values{drift[i].SourceKey, drift[i].TargetKey} {
