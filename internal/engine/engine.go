@@ -328,9 +328,16 @@ func (e *Engine) pullSides(ctx context.Context, s *config.Sync) error {
 	if s.Source.Node == s.Target.Node {
 		return pull(s.Source.Node)
 	}
+	nodes := [2]string{s.Source.Node, s.Target.Node}
+	return bothSides(func(side mapping.Side) error { return pull(nodes[side]) })
+}
+
+// bothSides runs f for the source and the target at once (each side has a
+// node of its own, or the same one).
+func bothSides(f func(mapping.Side) error) error {
 	other := make(chan error, 1)
-	go func() { other <- pull(s.Target.Node) }()
-	err := pull(s.Source.Node)
+	go func() { other <- f(mapping.Target) }()
+	err := f(mapping.Source)
 	return errors.Join(err, <-other)
 }
 
@@ -384,9 +391,7 @@ func (r *syncRun) run(ctx context.Context, trigger string) (res Result, more boo
 // execute does a planned window: load, resolve, apply, record.
 func (r *syncRun) execute(ctx context.Context, w window, res Result) (Result, error) {
 	// The sides are on different nodes (or the same one): check both at once.
-	checked := make(chan error, 1)
-	go func() { checked <- r.src.check(ctx) }()
-	if err := errors.Join(r.tgt.check(ctx), <-checked); err != nil {
+	if err := bothSides(func(s mapping.Side) error { return r.sides()[s].check(ctx) }); err != nil {
 		return res, err
 	}
 	for _, s := range r.sides() {

@@ -134,9 +134,7 @@ func (e *Engine) Resync(ctx context.Context, id string) (Result, error) {
 // is finished first). It fails, naming the rows, when one natural key names
 // several rows of a side.
 func (r *syncRun) beginInitial(ctx context.Context) (bool, error) {
-	checked := make(chan error, 1)
-	go func() { checked <- r.src.check(ctx) }()
-	if err := errors.Join(r.tgt.check(ctx), <-checked); err != nil {
+	if err := bothSides(func(s mapping.Side) error { return r.sides()[s].check(ctx) }); err != nil {
 		return false, err
 	}
 	// The cursors first, then the rows: every change taken up to the cursor

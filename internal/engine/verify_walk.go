@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 
@@ -236,13 +235,4 @@ func inFlight[C, R any](ctx context.Context, n int, read func(context.Context, f
 		return err
 	}
 	return ctx.Err()
-}
-
-// bothSides runs f for the source and the target at once (each side has a
-// node of its own, or the same one).
-func bothSides(f func(mapping.Side) error) error {
-	other := make(chan error, 1)
-	go func() { other <- f(mapping.Target) }()
-	err := f(mapping.Source)
-	return errors.Join(err, <-other)
 }
