@@ -151,8 +151,8 @@ func (r *syncRun) beginInitial(ctx context.Context) (bool, error) {
 	var err error
 	var counts [2]int64
 	for i, s := range r.sides() {
-		if err := s.Pool.QueryRow(ctx, "SELECT count(*) FROM "+s.ident).Scan(&counts[i]); err != nil {
-			return false, fmt.Errorf("node %s: counting rows of %s: %w", s.Node, s.Table, err)
+		if counts[i], err = s.rowCount(ctx); err != nil {
+			return false, err
 		}
 	}
 	var until initialBounds

@@ -242,13 +242,7 @@ type querier interface {
 }
 
 // keyColumns is the key columns of row t, in key order, as a list.
-func (s *side) keyColumns(t string) string {
-	cols := make([]string, len(s.Key))
-	for i, c := range s.Key {
-		cols[i] = t + "." + pgx.Identifier{c}.Sanitize()
-	}
-	return strings.Join(cols, ", ")
-}
+func (s *side) keyColumns(t string) string { return strings.Join(columnRefs(t, s.Key), ", ") }
 
 // afterKey is the condition that row t's key comes after the key in
 // jsonb_populate_record alias a (a row comparison, which the key's index

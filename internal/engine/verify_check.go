@@ -19,7 +19,7 @@ type pairs []pair
 func (ps *pairs) addRaw(source, target []byte) error {
 	var p pair
 	for s, b := range [2][]byte{source, target} {
-		k, err := decodeJSON(b)
+		k, err := decodeFlat(b)
 		if err != nil {
 			return fmt.Errorf("control: a %s key of a link: %w", mapping.Side(s), err)
 		}

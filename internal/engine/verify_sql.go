@@ -169,7 +169,7 @@ func (s *side) rowsOf(ctx context.Context, keys []Values) ([]Values, error) {
 			if err := rows.Scan(&ord, &b); err != nil {
 				return err
 			}
-			if out[ord-1], err = decodeJSON(b); err != nil {
+			if out[ord-1], err = decodeFlat(b); err != nil {
 				return fmt.Errorf("decoding a row: %w", err)
 			}
 		}
@@ -206,22 +206,16 @@ func (s *side) rowCount(ctx context.Context) (int64, error) {
 // renders keys: in the node's own session settings) in key order, after
 // the key after (nil: from the start).
 func (s *side) keyPage(ctx context.Context, after []byte, n int) ([][]byte, error) {
-	cols := columnRefs("t", s.Key)
-	order := strings.Join(cols, ", ")
-	where := ""
-	args := []any{n}
+	var a Values
 	if after != nil {
-		lhs := order
-		if len(cols) > 1 {
-			lhs = "ROW(" + order + ")"
+		var err error
+		if a, err = decodeFlat(after); err != nil {
+			return nil, fmt.Errorf("node %s: a key of %s: %w", s.Node, s.Table, err)
 		}
-		// A subquery the planner runs once: the comparison is an index condition.
-		where = fmt.Sprintf("WHERE %s > (SELECT %s FROM jsonb_populate_record(NULL::%s, $2::jsonb) l)",
-			lhs, strings.Join(columnRefs("l", s.Key), ", "), s.ident)
-		args = append(args, after)
 	}
-	rows, err := s.Pool.Query(ctx, fmt.Sprintf("SELECT %s FROM %s t %s ORDER BY %s LIMIT $1",
-		s.keyObject("t"), s.ident, where, order), args...)
+	rows, err := s.Pool.Query(ctx, fmt.Sprintf(`SELECT %[1]s FROM %[2]s t, jsonb_populate_record(NULL::%[2]s, $2::jsonb) a
+		WHERE %[3]s ORDER BY %[4]s LIMIT $1`, s.keyObject("t"), s.ident, s.afterKey("t", "a", a), s.keyColumns("t")),
+		n, keyParam(a))
 	if err != nil {
 		return nil, fmt.Errorf("node %s: reading keys of %s: %w", s.Node, s.Table, err)
 	}

@@ -70,15 +70,17 @@ func (v *verifier) compareChunk(ctx context.Context, c chunkSums) error {
 	if err != nil {
 		return err
 	}
-	return v.suspect(ctx, drift)
+	ps := make([]pair, len(drift))
+	for i, d := range drift {
+		ps[i] = pair{d.SourceKey, d.TargetKey}
+	}
+	return v.suspect(ctx, ps...)
 }
 
 // suspect keeps drift found on first sight for the re-check, which runs
 // once enough is kept.
-func (v *verifier) suspect(ctx context.Context, drift []Drift) error {
-	for _, d := range drift {
-		v.suspects = append(v.suspects, pair{d.SourceKey, d.TargetKey})
-	}
+func (v *verifier) suspect(ctx context.Context, ps ...pair) error {
+	v.suspects = append(v.suspects, ps...)
 	if len(v.suspects) >= recheckBatch {
 		return v.recheck(ctx)
 	}
@@ -138,33 +140,20 @@ func (v *verifier) walkTable(ctx context.Context, s *side) error {
 	}
 	return inFlight(ctx, verifyInFlight, read, lookUp, func(c keyChunk) error {
 		v.rep.Compared += int64(len(c.lone))
-		drift := make([]Drift, 0, len(c.lone))
-		for _, k := range c.lone {
-			key, err := decodeJSON(k)
+		ps := make([]pair, len(c.lone))
+		for i, k := range c.lone {
+			key, err := decodeFlat(k)
 			if err != nil {
 				return fmt.Errorf("node %s: a key of %s: %w", s.Node, s.Table, err)
 			}
-			d := Drift{Kind: DriftMissingOnSource}
-			if s.Which == mapping.Source {
-				d.Kind = DriftMissingOnTarget
-			}
-			d.setKey(s.Which, key)
-			drift = append(drift, d)
+			ps[i][s.Which] = key
 		}
-		if err := v.suspect(ctx, drift); err != nil {
+		if err := v.suspect(ctx, ps...); err != nil {
 			return err
 		}
 		v.advance(len(c.keys))
 		return nil
 	})
-}
-
-func (d *Drift) setKey(s mapping.Side, key Values) {
-	if s == mapping.Source {
-		d.SourceKey = key
-	} else {
-		d.TargetKey = key
-	}
 }
 
 // inFlight reads chunks with read, which sends each (send reports false
