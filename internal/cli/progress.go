@@ -10,34 +10,84 @@ import (
 	"github.com/tandem-sync/tandem/internal/engine"
 )
 
-// progressReporter shows an initial sync's progress: one line rewritten in
-// place on a terminal, a log line every few seconds otherwise.
+// progress shows how far a long piece of work is (an initial sync, a
+// verify): a line rewritten in place on a terminal, at most ten times a
+// second, with rows done, rows/s and the time left; otherwise a log line
+// every progressLogEvery.
+type progress struct {
+	w        io.Writer
+	log      *slog.Logger
+	what     string // "verifying contacts"
+	terminal bool
+	start    time.Time // when the work began (an initial sync may have begun in another process)
+	last     time.Time
+	drawn    bool
+}
+
+// progressLogEvery spaces progress log lines (not on a terminal).
+const progressLogEvery = 5 * time.Second
+
+func newProgress(w io.Writer, log *slog.Logger, what string, start time.Time) *progress {
+	return &progress{w: w, log: log, what: what, terminal: isTerminal(w), start: start}
+}
+
+// report shows done of total rows.
+func (p *progress) report(done, total int64) {
+	now := time.Now()
+	every := progressLogEvery
+	if p.terminal {
+		every = 100 * time.Millisecond
+	}
+	if now.Sub(p.last) < every {
+		return
+	}
+	p.last = now
+	rate := 0.0
+	if elapsed := now.Sub(p.start); elapsed > 0 {
+		rate = float64(done) / elapsed.Seconds()
+	}
+	eta := "?"
+	if rate > 0 && total > done {
+		eta = time.Duration(float64(total-done) / rate * float64(time.Second)).Round(time.Second).String()
+	}
+	if !p.terminal {
+		p.log.Info(p.what, "done", done, "total", total, "rows_per_s", int64(rate), "eta", eta)
+		return
+	}
+	fmt.Fprintf(p.w, "\r\x1b[K%s: %d of %d rows (%s), %.0f rows/s, ETA %s", p.what, done, total, percent(done, total), rate, eta)
+	p.drawn = true
+}
+
+// end clears the progress line.
+func (p *progress) end() {
+	if p.drawn {
+		fmt.Fprint(p.w, "\r\x1b[K")
+		p.drawn = false
+	}
+}
+
+// progressReporter shows each sync's initial sync as it goes, and a line
+// when it is done.
 func progressReporter(env Env, log *slog.Logger) func(engine.InitialProgress) {
-	tty := isTerminal(env.Stderr)
-	var last time.Time
-	return func(p engine.InitialProgress) {
-		now := time.Now()
-		elapsed := now.Sub(p.Started)
-		rate := 0.0
-		if elapsed > 0 {
-			rate = float64(p.Done) / elapsed.Seconds()
+	shown := map[string]*progress{}
+	return func(ip engine.InitialProgress) {
+		p := shown[ip.Sync]
+		if p == nil {
+			p = newProgress(env.Stderr, log, "sync "+ip.Sync+": initial sync", ip.Started)
+			shown[ip.Sync] = p
 		}
-		eta := "?"
-		if rate > 0 && p.Total > p.Done {
-			eta = time.Duration(float64(p.Total-p.Done) / rate * float64(time.Second)).Round(time.Second).String()
+		if !ip.Finished {
+			p.report(ip.Done, ip.Total)
+			return
 		}
-		switch {
-		case tty && p.Finished:
-			fmt.Fprintf(env.Stderr, "\r\033[Ksync %s: initial sync done: %d rows in %s\n", p.Sync, p.Done, elapsed.Round(time.Millisecond))
-		case tty:
-			fmt.Fprintf(env.Stderr, "\r\033[Ksync %s: initial sync %d/%d rows (%s), %.0f rows/s, ETA %s",
-				p.Sync, p.Done, p.Total, percent(p.Done, p.Total), rate, eta)
-		case p.Finished:
-			log.Info("initial sync done", "sync", p.Sync, "rows", p.Done, "ms", elapsed.Milliseconds())
-		case now.Sub(last) >= 5*time.Second:
-			last = now
-			log.Info("initial sync", "sync", p.Sync, "done", p.Done, "total", p.Total, "rows_per_s", int(rate), "eta", eta)
+		p.end()
+		delete(shown, ip.Sync)
+		elapsed := time.Since(ip.Started)
+		if p.terminal {
+			fmt.Fprintf(env.Stderr, "sync %s: initial sync done: %d rows in %s\n", ip.Sync, ip.Done, elapsed.Round(time.Millisecond))
+			return
 		}
+		log.Info("initial sync done", "sync", ip.Sync, "rows", ip.Done, "ms", elapsed.Milliseconds())
 	}
 }
 

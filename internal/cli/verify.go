@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -49,7 +48,7 @@ func runVerify(ctx context.Context, cfgPath string, args []string, env Env) erro
 	}
 	defer closeAll()
 	verify := func() (*engine.VerifyReport, error) {
-		p := newProgress(env.Stderr, log, id)
+		p := newProgress(env.Stderr, log, "verifying "+id, time.Now())
 		rep, err := eng.Verify(ctx, id, engine.VerifyOptions{ChunkRows: *chunk, Progress: p.report})
 		p.end()
 		if err != nil {
@@ -137,54 +136,4 @@ func keyJSON(k map[string]any) string {
 		return fmt.Sprint(k)
 	}
 	return string(b)
-}
-
-// progress shows how far a verify is: a line rewritten in place on a
-// terminal, otherwise a log line every progressLogEvery.
-type progress struct {
-	w        io.Writer
-	log      *slog.Logger
-	sync     string
-	terminal bool
-	start    time.Time
-	last     time.Time
-	drawn    bool
-}
-
-// progressLogEvery spaces progress log lines (not on a terminal).
-const progressLogEvery = 10 * time.Second
-
-func newProgress(w io.Writer, log *slog.Logger, sync string) *progress {
-	now := time.Now()
-	return &progress{w: w, log: log, sync: sync, terminal: isTerminal(w), start: now, last: now}
-}
-
-func (p *progress) report(done, total int64) {
-	now := time.Now()
-	every := progressLogEvery
-	if p.terminal {
-		every = 100 * time.Millisecond
-	}
-	if now.Sub(p.last) < every {
-		return
-	}
-	p.last = now
-	rate := float64(done) / now.Sub(p.start).Seconds()
-	if !p.terminal {
-		p.log.Info("verifying", "sync", p.sync, "done", done, "total", total, "rows_per_s", int64(rate))
-		return
-	}
-	pct := 100.0
-	if total > 0 {
-		pct = 100 * float64(done) / float64(total)
-	}
-	fmt.Fprintf(p.w, "\r\x1b[Kverifying %s: %d of %d rows (%.0f%%), %.0f rows/s", p.sync, done, total, pct, rate)
-	p.drawn = true
-}
-
-// end clears the progress line.
-func (p *progress) end() {
-	if p.drawn {
-		fmt.Fprint(p.w, "\r\x1b[K")
-	}
 }
