@@ -28,7 +28,7 @@ type progress struct {
 const progressLogEvery = 5 * time.Second
 
 func newProgress(w io.Writer, log *slog.Logger, what string, start time.Time) *progress {
-	return &progress{w: w, log: log, what: what, terminal: isTerminal(w), start: start}
+	return &progress{w: w, log: log, what: what, terminal: isTerminal(w), start: start, last: time.Now()}
 }
 
 // report shows done of total rows.
