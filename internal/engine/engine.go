@@ -40,6 +40,9 @@ type Engine struct {
 	markedMu sync.Mutex
 	marked   map[string]bool // nodes known to have capture version >= markerVersion
 
+	stateMu  sync.Mutex
+	hasState map[string]bool // syncs known to have a sync_state row: no initial sync due
+
 	wakeOnce sync.Once
 	wake     chan string // wal nodes whose stream wrote changes
 }

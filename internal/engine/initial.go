@@ -205,11 +205,24 @@ func (r *syncRun) beginInitial(ctx context.Context) (bool, error) {
 }
 
 // needsInitial reports whether the sync has never run: it has no state yet.
+// Only a no is remembered (a sync's state is never removed), so a run does
+// not ask again.
 func (e *Engine) needsInitial(ctx context.Context, id string) (bool, error) {
+	e.stateMu.Lock()
+	defer e.stateMu.Unlock()
+	if e.hasState[id] {
+		return false, nil
+	}
 	var exists bool
 	err := e.Control.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tandem.sync_state WHERE sync_id = $1)`, id).Scan(&exists)
 	if err != nil {
 		return false, fmt.Errorf("control: reading the state of sync %s: %w", id, err)
+	}
+	if exists {
+		if e.hasState == nil {
+			e.hasState = map[string]bool{}
+		}
+		e.hasState[id] = true
 	}
 	return !exists, nil
 }
