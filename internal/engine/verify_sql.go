@@ -213,8 +213,8 @@ func (s *side) keyPage(ctx context.Context, after []byte, n int) ([][]byte, erro
 			return nil, fmt.Errorf("node %s: a key of %s: %w", s.Node, s.Table, err)
 		}
 	}
-	rows, err := s.Pool.Query(ctx, fmt.Sprintf(`SELECT %[1]s FROM %[2]s t, jsonb_populate_record(NULL::%[2]s, $2::jsonb) a
-		WHERE %[3]s ORDER BY %[4]s LIMIT $1`, s.keyObject("t"), s.ident, s.afterKey("t", "a", a), s.keyColumns("t")),
+	rows, err := s.Pool.Query(ctx, fmt.Sprintf(`SELECT %[1]s FROM %[2]s t WHERE %[3]s ORDER BY %[4]s LIMIT $1`,
+		s.keyObject("t"), s.ident, s.afterKey("t", 2, a), s.keyColumns("t")),
 		n, keyParam(a))
 	if err != nil {
 		return nil, fmt.Errorf("node %s: reading keys of %s: %w", s.Node, s.Table, err)
