@@ -31,10 +31,13 @@ func (s *side) insertBulk(ctx context.Context, tx pgx.Tx, ins []*write, res *app
 		}
 	}
 	// Each drawn column's next values from its sequence (serial, identity);
-	// a column without one leaves the rows to the row-by-row batch.
+	// a column without one leaves the rows to the row-by-row batch. The
+	// sequence is looked up once (MATERIALIZED): in the target list,
+	// pg_get_serial_sequence ran a catalog scan per row, 7 times the draw.
 	keys := make([][]json.Number, len(drawn))
 	for i, c := range drawn {
-		rows, err := tx.Query(ctx, `SELECT nextval(pg_get_serial_sequence($1, $2)::regclass)::text FROM generate_series(1, $3)`,
+		rows, err := tx.Query(ctx, `WITH s AS MATERIALIZED (SELECT pg_get_serial_sequence($1, $2)::regclass AS seq)
+			SELECT nextval(s.seq)::text FROM s, generate_series(1, $3)`,
 			s.ident, c, len(ins))
 		if err != nil {
 			return false, fmt.Errorf("drawing keys of %s.%s: %w", s.Table, c, err)
