@@ -96,7 +96,10 @@ func (r *syncRun) applyOnce(ctx context.Context, s *side, w window, writes []*wr
 	b.Queue(`SELECT `+s.originSQL()+`, set_config('lock_timeout', $3, true),
 		set_config('tandem.marked', $4, true), `+applyLock,
 		r.cfg.ID, s.Which.String(), lockTimeout, marked)
-	b.Queue(`SELECT run_id, result FROM tandem.applied WHERE sync_id = $1 AND side = $2`, r.cfg.ID, s.Which.String()).
+	// The result only when it is this run's: an initial sync's lists
+	// thousands of created keys, read back (detoasted) for nothing otherwise.
+	b.Queue(`SELECT run_id, CASE WHEN run_id = $3 THEN result END FROM tandem.applied WHERE sync_id = $1 AND side = $2`,
+		r.cfg.ID, s.Which.String(), w.RunID).
 		QueryRow(func(row pgx.Row) error {
 			err := row.Scan(&runID, &stored)
 			if errors.Is(err, pgx.ErrNoRows) {
@@ -134,7 +137,9 @@ func (r *syncRun) applyOnce(ctx context.Context, s *side, w window, writes []*wr
 	// in the statement that records the apply: one round trip for both.
 	var doc []byte
 	if s.marked && len(res.wrote) > 0 {
-		doc = encodeJSON(marker(writes, res, r.seeding))
+		if m := marker(writes, res, r.seeding); len(m.Writes) > 0 {
+			doc = encodeJSON(m)
+		}
 	}
 	_, err = tx.Exec(ctx, `WITH marker AS (
 			INSERT INTO tandem.change_queue (table_name, op, new, origin)
@@ -408,10 +413,11 @@ type markerDoc struct {
 
 // marker lists what an apply wrote, for the marker row that stands for the
 // per-row echoes of its writes. In an initial sync the rows it creates are
-// listed by key alone: the values of an insert's echo only matter to an
-// application write to the same row before it, and a row the initial sync
-// creates has a key nothing wrote before (drawn from its sequence, or
-// refused by its unique index).
+// not listed: an insert's echo only matters to an application write to the
+// same row before it (a write the insert overwrote), and a row the initial
+// sync creates has a key nothing wrote before (drawn from its sequence, or
+// refused by its unique index). Application writes after it are changes
+// of a row that existed, with or without the echo before them.
 func marker(writes []*write, res *applyResult, seeding bool) markerDoc {
 	byRef := make(map[string]*write, len(writes))
 	for _, w := range writes {
@@ -427,12 +433,12 @@ func marker(writes []*write, res *applyResult, seeding bool) markerDoc {
 		if w == nil {
 			continue
 		}
+		if w.Kind == "insert" && seeding {
+			continue
+		}
 		m := marked{Op: w.Kind, Vals: w.Vals, Key: json.RawMessage(ref)} // an update's or delete's ref is its key
 		if w.Kind == "insert" {
 			m.Key = json.RawMessage(created[ref])
-			if seeding {
-				m.Vals = nil
-			}
 		}
 		doc.Writes = append(doc.Writes, m)
 	}
