@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -223,4 +224,50 @@ func TestMatchLinksExistingRows(t *testing.T) {
 			r.idle("contacts")
 		})
 	}
+}
+
+// Streaming match compares natural keys as the initial sync pairs them:
+// each side's value normalised by the field's transform. Several rows
+// that normalise alike pair only with the one holding exactly the mapped
+// value; with none such, nothing is guessed.
+func TestMatchComparesNormalisedNaturalKeys(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, contactsYAML("    match: [email]\n"), twoNodes())
+	r.idle("contacts") // the initial sync, of nothing: from here changes stream
+	// Rows written behind tandem's back (not captured, not linked; SET
+	// LOCAL lasts the one implicit transaction of the statements).
+	r.exec("hubspot", `SET LOCAL session_replication_role = replica;
+		INSERT INTO hs_contacts (firstname, lastname, email, phone_number) VALUES ('Ann', 'Old', 'ANN@x.com', '111')`)
+	r.exec("crm", `SET LOCAL session_replication_role = replica;
+		INSERT INTO contacts (full_name, email, phone) VALUES ('Cy One', 'Cy@x.com', '1'), ('Cy Two', 'cy@x.com', '2')`)
+
+	r.exec("crm", `INSERT INTO contacts (full_name, email, phone) VALUES ('Ann Lee', 'ann@x.com', '222')`)
+	r.exec("hubspot", `INSERT INTO hs_contacts (firstname, lastname, email, phone_number) VALUES ('Cy', 'Three', 'CY@x.com', '3')`)
+	r.exec("hubspot", `INSERT INTO hs_contacts (firstname, lastname, email, phone_number) VALUES ('Cy', 'Two', 'cy@x.com', '2')`)
+	r.run("contacts")
+
+	require.Equal(t, []string{"1"}, r.rows("hubspot", `SELECT count(*) FROM hs_contacts WHERE lower(email) = 'ann@x.com'`),
+		"crm's ann@x.com pairs with hubspot's ANN@x.com (lowercase on both sides), not a second row")
+	require.Equal(t, []string{"Cy One|Cy@x.com", "Cy Two|cy@x.com", "Cy Three|CY@x.com"},
+		r.rows("crm", `SELECT full_name, email FROM contacts WHERE lower(email) = 'cy@x.com' ORDER BY id`),
+		"CY@x.com normalises like two crm rows and is neither: created")
+	emails := func(node, query string) map[string]string {
+		out := map[string]string{}
+		for _, row := range r.rows(node, query) {
+			id, email, _ := strings.Cut(row, "|")
+			out[id] = email
+		}
+		return out
+	}
+	crm, hub := emails("crm", "SELECT id, email FROM contacts"), emails("hubspot", "SELECT id, email FROM hs_contacts")
+	var pairs []string
+	for _, l := range r.ctlRows(`SELECT source_key ->> 'id', target_key ->> 'id' FROM tandem.links`) {
+		s, t, _ := strings.Cut(l, "|")
+		pairs = append(pairs, crm[s]+"|"+hub[t])
+	}
+	require.ElementsMatch(t, []string{"ann@x.com|ann@x.com", "CY@x.com|CY@x.com", "cy@x.com|cy@x.com"}, pairs,
+		"hubspot's cy@x.com pairs with crm's cy@x.com, the one holding exactly its value")
+	require.Equal(t, []string{"ANN@x.com"}, r.ctlRows(`SELECT lost #>> '{target,email}' FROM tandem.sync_conflicts`),
+		"the paired rows' differing values are settled as a conflict (latest_wins: the crm row)")
+	r.idle("contacts")
 }

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"slices"
 	"time"
 
 	"github.com/tandem-sync/tandem/internal/mapping"
@@ -22,35 +21,29 @@ func (r *syncRun) matchFields() []*mapping.Field {
 	return out
 }
 
-// matchColumns resolves the sync's match columns to one column per side.
-func (r *syncRun) matchColumns() (cols [2][]string) {
-	for _, f := range r.matchFields() {
-		cols[0] = append(cols[0], f.Source[0])
-		cols[1] = append(cols[1], f.Target[0])
-	}
-	return cols
-}
-
 // match links entities created on one side to an existing row with the same
-// natural key (the match columns, after the field transforms) on the other,
-// instead of creating a duplicate. The pair is then resolved like any
+// natural key on the other, instead of creating a duplicate. Natural keys
+// compare as the initial sync pairs them: each side's value normalised by
+// the field's transform (lowercase, uppercase, trim), so a row the initial
+// sync would pair is paired here too. The pair is then resolved like any
 // entity changed on both sides.
 func (r *syncRun) match(ctx context.Context, ents *[]*entity, p *plan) error {
-	cols := r.matchColumns()
-	if len(cols[0]) == 0 {
+	fields := r.matchFields()
+	if len(fields) == 0 {
 		return nil
 	}
 	for _, from := range []mapping.Side{mapping.Source, mapping.Target} {
-		to := from.Other()
-		if err := r.matchFrom(ctx, ents, p, from, to, cols); err != nil {
+		if err := r.matchFrom(ctx, ents, p, from, fields); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (r *syncRun) matchFrom(ctx context.Context, ents *[]*entity, p *plan, from, to mapping.Side, cols [2][]string) error {
-	var probes []Values
+func (r *syncRun) matchFrom(ctx context.Context, ents *[]*entity, p *plan, from mapping.Side, fields []*mapping.Field) error {
+	to := from.Other()
+	ts := r.sides()[to]
+	var probes, exact []Values
 	var probing []*entity
 	for _, e := range *ents {
 		n := e.net[from]
@@ -61,16 +54,33 @@ func (r *syncRun) matchFrom(ctx context.Context, ents *[]*entity, p *plan, from,
 		if len(errs) > 0 {
 			continue // reported when the entity is decided
 		}
-		probe := pick(mapped, cols[to])
-		if slices.ContainsFunc(cols[to], func(c string) bool { return probe[c] == nil }) {
-			continue // NULL matches nothing
+		probe := Values{}
+		for _, f := range fields {
+			v := pairValue(f, from, n.row())
+			if v == nil {
+				probe = nil // NULL matches nothing
+				break
+			}
+			probe[f.Columns(to)[0]] = v
 		}
-		probes = append(probes, probe)
-		probing = append(probing, e)
+		if probe != nil {
+			probes = append(probes, probe)
+			exact = append(exact, mapped)
+			probing = append(probing, e)
+		}
 	}
-	found, err := r.sides()[to].findMatches(ctx, cols[to], probes)
-	if err != nil || len(found) == 0 {
+	found, err := ts.pairRows(ctx, ts.Pool, fields, probes)
+	if err != nil {
 		return err
+	}
+	var keys [2][]string
+	for _, rows := range found {
+		for _, row := range rows {
+			keys[to] = append(keys[to], canonicalKey(ts.keyOf(row)))
+		}
+	}
+	if len(keys[to]) == 0 {
+		return nil
 	}
 	byKey := map[string]*entity{}
 	for _, e := range *ents {
@@ -78,25 +88,22 @@ func (r *syncRun) matchFrom(ctx context.Context, ents *[]*entity, p *plan, from,
 			byKey[e.keyText(to)] = e
 		}
 	}
-	keys := [2][]string{}
-	for _, row := range found {
-		keys[to] = append(keys[to], canonicalKey(r.sides()[to].keyOf(row)))
-	}
 	taken, err := r.loadLinks(ctx, keys)
 	if err != nil {
 		return err
 	}
+	claimed := map[string]bool{}
 	for i, e := range probing {
-		row, ok := found[canonicalKey(probes[i])]
-		if !ok {
+		row := matchOf(found[i], exact[i], fields, to)
+		if row == nil {
 			continue
 		}
-		key := r.sides()[to].keyOf(row)
+		key := ts.keyOf(row)
 		kt := canonicalKey(key)
-		if _, linked := taken[to][kt]; linked {
+		if _, linked := taken[to][kt]; linked || claimed[kt] {
 			continue // that row is another entity's
 		}
-		delete(found, canonicalKey(probes[i])) // one row pairs with one entity
+		claimed[kt] = true // one row pairs with one entity
 		e.key[to], e.linked = key, true
 		if other := byKey[kt]; other != nil && other != e {
 			e.net[to] = other.net[to] // created on both sides in this window
@@ -109,4 +116,30 @@ func (r *syncRun) matchFrom(ctx context.Context, ents *[]*entity, p *plan, from,
 		p.links = append(p.links, pair)
 	}
 	return nil
+}
+
+// matchOf is the row of rows (those whose normalised natural key is the
+// entity's) that the entity pairs with: the only one, or else the only one
+// holding exactly the entity's mapped values. Several and none exact: no
+// guess, the entity is created as it would be without match (a unique
+// index on the other side then sends it to sync_errors, naming itself).
+func matchOf(rows []Values, mapped Values, fields []*mapping.Field, to mapping.Side) Values {
+	if len(rows) == 1 {
+		return rows[0]
+	}
+	var only Values
+	for _, row := range rows {
+		same := true
+		for _, f := range fields {
+			c := f.Columns(to)[0]
+			same = same && mapping.Equal(row[c], mapped[c])
+		}
+		if same {
+			if only != nil {
+				return nil
+			}
+			only = row
+		}
+	}
+	return only
 }

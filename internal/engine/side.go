@@ -193,49 +193,6 @@ func (s *side) fetchRows(ctx context.Context, q querier, keys []Values) (map[str
 	return out, rows.Err()
 }
 
-// findMatches reads rows whose match columns equal the given values
-// (canonical match values -> row).
-func (s *side) findMatches(ctx context.Context, cols []string, probes []Values) (map[string]Values, error) {
-	out := map[string]Values{}
-	if len(probes) == 0 {
-		return out, nil
-	}
-	conds := make([]string, len(cols))
-	for i, c := range cols {
-		q := pgx.Identifier{c}.Sanitize()
-		conds[i] = fmt.Sprintf("t.%s = m.%s", q, q)
-	}
-	sql := fmt.Sprintf(`SELECT to_jsonb(t) FROM jsonb_array_elements($1::jsonb) e
-		CROSS JOIN LATERAL jsonb_populate_record(NULL::%s, e) m
-		JOIN %s t ON %s`, s.ident, s.ident, strings.Join(conds, " AND "))
-	rows, err := s.Pool.Query(ctx, sql, encodeJSON(probes))
-	if err != nil {
-		return nil, fmt.Errorf("node %s: matching rows of %s: %w", s.Node, s.Table, err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var b []byte
-		if err := rows.Scan(&b); err != nil {
-			return nil, fmt.Errorf("node %s: matching rows of %s: %w", s.Node, s.Table, err)
-		}
-		row, err := decodeJSON(b)
-		if err != nil {
-			return nil, err
-		}
-		out[matchKey(cols, row)] = row
-	}
-	return out, rows.Err()
-}
-
-// matchKey renders the match columns of a row for lookups.
-func matchKey(cols []string, row Values) string {
-	k := make(Values, len(cols))
-	for _, c := range cols {
-		k[c] = row[c]
-	}
-	return canonicalKey(k)
-}
-
 // querier is what fetchRows needs: a pool, a connection or a transaction.
 type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
