@@ -40,6 +40,9 @@ func (r *syncRun) finish(ctx context.Context, w window, p *plan, ents []*entity,
 		if err := r.saveLinks(ctx, tx, links, unlinks, seen); err != nil {
 			return err
 		}
+		if err := r.saveSeen(ctx, tx, p.compared, seen); err != nil {
+			return err
+		}
 		if err := r.saveConflicts(ctx, tx, w.RunID, p); err != nil {
 			return err
 		}
@@ -188,6 +191,22 @@ func (r *syncRun) saveLinks(ctx context.Context, tx pgx.Tx, links [][2]string, u
 	if _, err := tx.Exec(ctx, `INSERT INTO tandem.links (sync_id, source_key, target_key)
 		SELECT $1, l.s, l.t FROM jsonb_to_recordset($2::jsonb) l(s jsonb, t jsonb)`, r.cfg.ID, pairsJSON(pairs)); err != nil {
 		return fmt.Errorf("linking: %w", err)
+	}
+	return nil
+}
+
+// saveSeen keeps with the links an initial sync's chunk compared (source
+// key texts) the snapshots it read their rows in, in place of any earlier
+// ones: a resync's handoff to streaming is then as exact as the first
+// initial sync's (see filterSeen).
+func (r *syncRun) saveSeen(ctx context.Context, tx pgx.Tx, sourceKeys []string, seen [2]string) error {
+	if len(sourceKeys) == 0 || seen[0] == "" || seen[1] == "" {
+		return nil
+	}
+	_, err := tx.Exec(ctx, `UPDATE tandem.links SET source_seen = $2, target_seen = $3
+		WHERE sync_id = $1 AND source_key = ANY ($4::jsonb[])`, r.cfg.ID, seen[0], seen[1], sourceKeys)
+	if err != nil {
+		return fmt.Errorf("keeping the snapshots of compared links: %w", err)
 	}
 	return nil
 }

@@ -346,6 +346,11 @@ func (r *syncRun) resolveSeed(ctx context.Context, sd *seed) (*plan, []*entity, 
 			return err
 		}
 		unpaired = r.partnersOf(ents, partners, to)
+		for _, e := range ents {
+			if e.linked && e.net[to] != nil { // a linked pair, both rows read
+				p.compared = append(p.compared, e.keyTxt[mapping.Source])
+			}
+		}
 		return r.pairSeed(ctx, tx, p, from, unpaired)
 	})
 	if err != nil {

@@ -241,10 +241,13 @@ func TestResyncSettlesDrift(t *testing.T) {
 // chunkedItemsRig is a rig with items s100..s400 on crm only, whose initial
 // sync goes in chunks of 50 rows and calls each time it reports progress
 // (once when it begins, then after each chunk).
-func chunkedItemsRig(t *testing.T, each func(*rig)) *rig {
+func chunkedItemsRig(t *testing.T, each func(*rig)) *rig { return chunkedItemsRigWith(t, "", each) }
+
+// chunkedItemsRigWith is chunkedItemsRig with extra lines in the sync.
+func chunkedItemsRigWith(t *testing.T, extra string, each func(*rig)) *rig {
 	const ddl = `CREATE TABLE items (sku text PRIMARY KEY, name text, qty int);
 		INSERT INTO items SELECT 's' || n, 'item ' || n, n FROM generate_series(100, 400) n`
-	r := newRig(t, itemsYAML(""), map[string]string{"crm": ddl, "hubspot": `CREATE TABLE items (sku text PRIMARY KEY, name text, qty int)`})
+	r := newRig(t, itemsYAML(extra), map[string]string{"crm": ddl, "hubspot": `CREATE TABLE items (sku text PRIMARY KEY, name text, qty int)`})
 	r.eng.Window = 100
 	r.eng.Progress = func(engine.InitialProgress) { each(r) }
 	return r
@@ -417,4 +420,35 @@ func TestInitialSyncPairsATrimmedNaturalKey(t *testing.T) {
 	require.Equal(t, 1, res.Conflicts, "the pair's labels differ: %+v", res)
 	require.Equal(t, []string{"dev", "lev"}, r.rows("hubspot", `SELECT code FROM tags ORDER BY code`))
 	require.Equal(t, 2, r.ctlInt(`SELECT count(*) FROM tandem.links`))
+}
+
+// A resync compares pairs that are already linked: the snapshots it read
+// them in replace the old ones in their links, so a change it read is not
+// replayed over a newer edit on the other side (source_wins would let the
+// replay win).
+func TestResyncDoesNotReplayWhatItRead(t *testing.T) {
+	step := 0
+	r := chunkedItemsRigWith(t, "    conflict: source_wins\n", func(r *rig) {})
+	r.run("items")
+	r.idle("items")
+	r.eng.Progress = func(engine.InitialProgress) {
+		step++
+		switch step {
+		case 1: // begun: a change the first chunk reads in the row
+			r.exec("crm", `UPDATE items SET name = 'crm early' WHERE sku = 's101'`)
+		case 2: // the first chunk settled the pair; edited on hubspot since
+			r.exec("hubspot", `UPDATE items SET name = 'edited there' WHERE sku = 's101'`)
+		}
+	}
+	_, err := r.eng.Resync(context.Background(), "items")
+	require.NoError(t, err)
+	require.Greater(t, step, 2)
+	r.eng.Progress = nil
+	r.run("items")
+	require.Equal(t, []string{"edited there"}, r.rows("crm", `SELECT name FROM items WHERE sku = 's101'`))
+	require.Equal(t, r.rows("crm", `SELECT sku, name, qty FROM items ORDER BY sku`), r.rows("hubspot", `SELECT sku, name, qty FROM items ORDER BY sku`))
+	require.Equal(t, []string{"insert_insert crm early item 101"},
+		r.ctlRows(`SELECT concat_ws(' ', kind, kept #>> '{source,name}', lost #>> '{target,name}') FROM tandem.sync_conflicts`),
+		"only the pair the resync found differing")
+	r.idle("items")
 }

@@ -48,8 +48,10 @@ type plan struct {
 	holds     []*entity // entities a manual conflict holds
 	seeded    int       // rows of the initial sync's chunk
 	// seen: the snapshots the initial sync's chunk read each side in, kept
-	// with the links it makes ("": none).
-	seen [2]string
+	// with the links it makes ("": none), and with the links it compared
+	// (source key texts): a resync's, or links there before an initial sync.
+	seen     [2]string
+	compared []string
 }
 
 // conflictRow is one row for tandem.sync_conflicts.
