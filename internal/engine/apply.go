@@ -273,6 +273,13 @@ func (res *applyResult) created(ref string, key []byte) error {
 	return nil
 }
 
+// grow makes room for n more created rows.
+func (res *applyResult) grow(n int) {
+	res.Created = slices.Grow(res.Created, n)
+	res.Done = slices.Grow(res.Done, n)
+	res.wrote = slices.Grow(res.wrote, n)
+}
+
 // createdKey records that the write ref created the row of canonical key.
 func (res *applyResult) createdKey(ref, key string) {
 	res.Created = append(res.Created, [2]string{ref, key})

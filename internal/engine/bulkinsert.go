@@ -61,7 +61,7 @@ func (s *side) insertBulk(ctx context.Context, tx pgx.Tx, ins []*write, res *app
 		for j, k := range drawn {
 			row[k] = keys[j][i]
 		}
-		rows[i], canon[i] = row, canonicalKey(s.keyOf(row))
+		rows[i], canon[i] = row, s.keyText(row)
 	}
 	quoted := quotedAll(all)
 	rcols := make([]string, len(quoted))
@@ -76,6 +76,7 @@ func (s *side) insertBulk(ctx context.Context, tx pgx.Tx, ins []*write, res *app
 		if _, err := tx.Exec(ctx, sql, encodeJSON(rows)); err != nil {
 			return false, err
 		}
+		res.grow(len(ins))
 		for i, w := range ins {
 			res.createdKey(w.Ref, canon[i])
 		}

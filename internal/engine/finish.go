@@ -80,9 +80,14 @@ func (r *syncRun) finish(ctx context.Context, w window, p *plan, ents []*entity,
 // outcomes turns apply results into link changes and the refs that
 // applied. Links are canonical key texts: [source, target].
 func (r *syncRun) outcomes(p *plan, results [2]*applyResult) (links [][2]string, unlinks [][2]Values, done map[string]bool) {
-	done = map[string]bool{}
+	n := len(p.links)
+	for _, r := range results {
+		n += len(r.Created)
+	}
+	done = make(map[string]bool, n)
 	unlinks = append(unlinks, p.unlinks...)
-	taken := [2]map[string]bool{{}, {}}
+	taken := [2]map[string]bool{make(map[string]bool, n), make(map[string]bool, n)}
+	links = make([][2]string, 0, n)
 	link := func(pair [2]string) {
 		if pair[0] != "" && pair[1] != "" && !taken[0][pair[0]] && !taken[1][pair[1]] {
 			taken[0][pair[0]], taken[1][pair[1]] = true, true

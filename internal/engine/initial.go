@@ -533,7 +533,7 @@ func (r *syncRun) pairSeed(ctx context.Context, q querier, p *plan, from mapping
 	var keys [2][]string
 	for _, rows := range found {
 		for _, row := range rows {
-			keys[to] = append(keys[to], canonicalKey(ts.keyOf(row)))
+			keys[to] = append(keys[to], ts.keyText(row))
 		}
 	}
 	taken, err := r.loadLinks(ctx, keys)

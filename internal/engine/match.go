@@ -76,7 +76,7 @@ func (r *syncRun) matchFrom(ctx context.Context, ents *[]*entity, p *plan, from 
 	var keys [2][]string
 	for _, rows := range found {
 		for _, row := range rows {
-			keys[to] = append(keys[to], canonicalKey(ts.keyOf(row)))
+			keys[to] = append(keys[to], ts.keyText(row))
 		}
 	}
 	if len(keys[to]) == 0 {

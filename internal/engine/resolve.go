@@ -180,21 +180,13 @@ func (v *resolver) one(e *entity, from mapping.Side) {
 // mapRow maps the fields that cols touch from one side to the other; a
 // value a transform cannot take sends the entity to sync_errors.
 func (v *resolver) mapRow(e *entity, from mapping.Side, cols Values) (Values, bool) {
-	n := e.net[from]
-	touched := Values{}
-	for c := range cols {
-		touched[c] = true
-	}
-	row := n.row()
-	out := Values{}
-	for _, f := range v.m.Touched(from, touched) {
-		mv, err := f.Map(from, row)
-		if err != nil {
+	row := e.net[from].row()
+	fields := v.m.Touched(from, cols)
+	out := make(Values, len(fields)+1)
+	for _, f := range fields {
+		if err := f.MapInto(from, row, out); err != nil {
 			v.mapError(e, from, err)
 			return nil, false
-		}
-		for c, x := range mv {
-			out[c] = x
 		}
 	}
 	return out, true

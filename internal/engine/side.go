@@ -153,6 +153,15 @@ func (s *side) keyObject(t string) string {
 	return "jsonb_build_object(" + strings.Join(parts, ", ") + ")"
 }
 
+// keyText is canonicalKey(s.keyOf(row)), without building the key.
+func (s *side) keyText(row Values) string {
+	if len(s.Key) != 1 {
+		return canonicalKey(s.keyOf(row))
+	}
+	b := appendJSONString(append(make([]byte, 0, 32), '{'), s.Key[0])
+	return string(append(appendJSON(append(b, ':'), row[s.Key[0]]), '}'))
+}
+
 // keyOf returns the key part of a row's values.
 func (s *side) keyOf(row Values) Values {
 	k := make(Values, len(s.Key))
@@ -188,7 +197,7 @@ func (s *side) fetchRows(ctx context.Context, q querier, keys []Values) (map[str
 		if err != nil {
 			return nil, fmt.Errorf("node %s: decoding a row of %s: %w", s.Node, s.Table, err)
 		}
-		out[canonicalKey(s.keyOf(row))] = row
+		out[s.keyText(row)] = row
 	}
 	return out, rows.Err()
 }

@@ -2,7 +2,6 @@ package mapping
 
 import (
 	"fmt"
-	"maps"
 	"slices"
 
 	"github.com/tandem-sync/tandem/internal/config"
@@ -71,24 +70,40 @@ func (f *Field) Map(from Side, vals Values) (Values, error) {
 }
 
 func (f *Field) mapValues(from Side, vals Values) (Values, *FieldError) {
+	out := make(Values, len(f.Columns(from.Other())))
+	if err := f.mapInto(from, vals, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// MapInto is Map writing the other side's columns into out, which it
+// leaves as it was on error.
+func (f *Field) MapInto(from Side, vals, out Values) error {
+	if err := f.mapInto(from, vals, out); err != nil {
+		return err // not a typed nil in a non-nil error
+	}
+	return nil
+}
+
+func (f *Field) mapInto(from Side, vals, out Values) *FieldError {
 	conv, reason := f.converter(from)
 	if reason != "" {
-		return nil, &FieldError{Field: f, Reason: reason}
+		return &FieldError{Field: f, Reason: reason}
 	}
 	in, err := f.read(from, vals)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	res, bad := conv(in)
 	if bad != nil {
 		col := f.Columns(from)[bad.at]
-		return nil, &FieldError{Field: f, Column: col, Value: in[bad.at], Reason: bad.reason}
+		return &FieldError{Field: f, Column: col, Value: in[bad.at], Reason: bad.reason}
 	}
-	out := make(Values, len(res))
 	for i, col := range f.Columns(from.Other()) {
 		out[col] = res[i]
 	}
-	return out, nil
+	return nil
 }
 
 // read returns the field's values on side from, in column order.
@@ -182,12 +197,9 @@ func (m *Mapping) Map(from Side, vals Values) (Values, []*FieldError) {
 	out := Values{}
 	var errs []*FieldError
 	for _, f := range m.Touched(from, vals) {
-		res, err := f.mapValues(from, vals)
-		if err != nil {
+		if err := f.mapInto(from, vals, out); err != nil {
 			errs = append(errs, err)
-			continue
 		}
-		maps.Copy(out, res)
 	}
 	return out, errs
 }
