@@ -426,6 +426,9 @@ type markerDoc struct {
 // refused by its unique index). Application writes after it are changes
 // of a row that existed, with or without the echo before them.
 func marker(writes []*write, res *applyResult, seeding bool) markerDoc {
+	if seeding && !slices.ContainsFunc(writes, func(w *write) bool { return w.Kind != "insert" }) {
+		return markerDoc{}
+	}
 	byRef := make(map[string]*write, len(writes))
 	for _, w := range writes {
 		byRef[w.Ref] = w

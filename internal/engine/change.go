@@ -119,10 +119,10 @@ func (n *netChange) add(c *change) {
 			n.Op = netUpsert
 		}
 		if n.Vals == nil {
-			n.Vals = Values{}
+			n.Vals = make(Values, len(c.New))
 		}
 		if n.Old == nil {
-			n.Old = Values{}
+			n.Old = make(Values, len(c.New))
 		}
 		for col, v := range c.New {
 			if _, ok := n.Old[col]; !ok && !n.Created {

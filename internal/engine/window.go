@@ -165,7 +165,7 @@ func (r *syncRun) loadChanges(ctx context.Context, s *side, from, through int64)
 		return nil, fmt.Errorf("control: reading changes of %s on node %s: %w", s.Table, s.Node, err)
 	}
 	defer rows.Close()
-	var out []change
+	out := make([]change, 0, min(through-from, int64(r.e.windowSize())))
 	type pending struct {
 		at  int // its place in out
 		c   change
