@@ -509,40 +509,17 @@ func (r *syncRun) pairSeed(ctx context.Context, q querier, p *plan, from mapping
 	}
 	to := from.Other()
 	ts := r.sides()[to]
-	var probes []Values
-	var probing []*entity
-	for _, e := range ents {
-		probe := Values{}
-		for _, f := range fields {
-			v := pairValue(f, from, e.net[from].Vals)
-			if v == nil {
-				probe = nil
-				break
-			}
-			probe[f.Columns(to)[0]] = v
-		}
-		if probe != nil {
-			probes = append(probes, probe)
-			probing = append(probing, e)
-		}
+	rows := make([]Values, len(ents))
+	for i, e := range ents {
+		rows[i] = e.net[from].Vals
 	}
-	found, err := ts.pairRows(ctx, q, fields, probes)
-	if err != nil {
-		return err
-	}
-	var keys [2][]string
-	for _, rows := range found {
-		for _, row := range rows {
-			keys[to] = append(keys[to], ts.keyText(row))
-		}
-	}
-	taken, err := r.loadLinks(ctx, keys)
+	pr, err := r.probePairs(ctx, q, fields, from, rows)
 	if err != nil {
 		return err
 	}
 	claimed := map[string]bool{}
-	for i, e := range probing {
-		rows := found[i]
+	for i, at := range pr.at {
+		e, rows := ents[at], pr.found[i]
 		if len(rows) == 0 {
 			continue
 		}
@@ -552,14 +529,14 @@ func (r *syncRun) pairSeed(ctx context.Context, q querier, p *plan, from mapping
 		}
 		key := ts.keyOf(rows[0])
 		kt := canonicalKey(key)
-		switch _, linked := taken[to][kt]; {
+		switch _, linked := pr.taken[kt]; {
 		case len(rows) > 1:
 			fail(fmt.Sprintf("initial sync: the natural key %s of this row matches %d rows of %s on node %s; tandem cannot tell which is this row's",
-				canonicalKey(probes[i]), len(rows), ts.Table, ts.Node))
+				canonicalKey(pr.probes[i]), len(rows), ts.Table, ts.Node))
 			continue
 		case linked || claimed[kt]:
 			fail(fmt.Sprintf("initial sync: the natural key %s of this row matches row %s of %s on node %s, which is already paired with another row",
-				canonicalKey(probes[i]), kt, ts.Table, ts.Node))
+				canonicalKey(pr.probes[i]), kt, ts.Table, ts.Node))
 			continue
 		}
 		claimed[kt] = true

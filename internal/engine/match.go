@@ -43,44 +43,24 @@ func (r *syncRun) match(ctx context.Context, ents *[]*entity, p *plan) error {
 func (r *syncRun) matchFrom(ctx context.Context, ents *[]*entity, p *plan, from mapping.Side, fields []*mapping.Field) error {
 	to := from.Other()
 	ts := r.sides()[to]
-	var probes, exact []Values
+	var rows, exact []Values
 	var probing []*entity
 	for _, e := range *ents {
 		n := e.net[from]
 		if e.linked || n == nil || n.Op != netUpsert || e.heldBy != 0 {
 			continue
 		}
-		mapped, errs := r.m.Map(from, n.row())
+		row := n.row()
+		mapped, errs := r.m.Map(from, row)
 		if len(errs) > 0 {
 			continue // reported when the entity is decided
 		}
-		probe := Values{}
-		for _, f := range fields {
-			v := pairValue(f, from, n.row())
-			if v == nil {
-				probe = nil // NULL matches nothing
-				break
-			}
-			probe[f.Columns(to)[0]] = v
-		}
-		if probe != nil {
-			probes = append(probes, probe)
-			exact = append(exact, mapped)
-			probing = append(probing, e)
-		}
+		rows, exact = append(rows, row), append(exact, mapped)
+		probing = append(probing, e)
 	}
-	found, err := ts.pairRows(ctx, ts.Pool, fields, probes)
-	if err != nil {
+	pr, err := r.probePairs(ctx, ts.Pool, fields, from, rows)
+	if err != nil || pr.rows == 0 {
 		return err
-	}
-	var keys [2][]string
-	for _, rows := range found {
-		for _, row := range rows {
-			keys[to] = append(keys[to], ts.keyText(row))
-		}
-	}
-	if len(keys[to]) == 0 {
-		return nil
 	}
 	byKey := map[string]*entity{}
 	for _, e := range *ents {
@@ -88,19 +68,16 @@ func (r *syncRun) matchFrom(ctx context.Context, ents *[]*entity, p *plan, from 
 			byKey[e.keyText(to)] = e
 		}
 	}
-	taken, err := r.loadLinks(ctx, keys)
-	if err != nil {
-		return err
-	}
 	claimed := map[string]bool{}
-	for i, e := range probing {
-		row := matchOf(found[i], exact[i], fields, to)
+	for i, at := range pr.at {
+		e := probing[at]
+		row := matchOf(pr.found[i], exact[at], fields, to)
 		if row == nil {
 			continue
 		}
 		key := ts.keyOf(row)
 		kt := canonicalKey(key)
-		if _, linked := taken[to][kt]; linked || claimed[kt] {
+		if _, linked := pr.taken[kt]; linked || claimed[kt] {
 			continue // that row is another entity's
 		}
 		claimed[kt] = true // one row pairs with one entity
@@ -142,4 +119,56 @@ func matchOf(rows []Values, mapped Values, fields []*mapping.Field, to mapping.S
 		}
 	}
 	return only
+}
+
+// pairing is what probing the other side by natural key found.
+type pairing struct {
+	probes []Values             // the natural keys probed, as the other side's columns
+	at     []int                // each probe's row among the rows given
+	found  [][]Values           // each probe's rows on the other side
+	rows   int                  // how many rows were found in all
+	taken  map[string]linkedKey // those rows already linked, by key text
+}
+
+// probePairs looks up on the other side of from the rows whose natural key
+// (fields, normalised by pairValue and pairSQL) is that of each of rows, a
+// row of side from; a row with a NULL in its natural key pairs with
+// nothing. It also reads which of the rows found are already linked.
+func (r *syncRun) probePairs(ctx context.Context, q querier, fields []*mapping.Field, from mapping.Side, rows []Values) (*pairing, error) {
+	to := from.Other()
+	ts := r.sides()[to]
+	pr := &pairing{}
+	for i, row := range rows {
+		probe := Values{}
+		for _, f := range fields {
+			v := pairValue(f, from, row)
+			if v == nil {
+				probe = nil
+				break
+			}
+			probe[f.Columns(to)[0]] = v
+		}
+		if probe != nil {
+			pr.probes, pr.at = append(pr.probes, probe), append(pr.at, i)
+		}
+	}
+	var err error
+	if pr.found, err = ts.pairRows(ctx, q, fields, pr.probes); err != nil {
+		return nil, err
+	}
+	var keys [2][]string
+	for _, found := range pr.found {
+		for _, row := range found {
+			keys[to] = append(keys[to], ts.keyText(row))
+		}
+	}
+	if pr.rows = len(keys[to]); pr.rows == 0 {
+		return pr, nil
+	}
+	links, err := r.loadLinks(ctx, keys)
+	if err != nil {
+		return nil, err
+	}
+	pr.taken = links[to]
+	return pr, nil
 }
