@@ -62,17 +62,9 @@ func (f *Field) Columns(s Side) []string {
 // transform cannot convert is a [*FieldError] naming the field's line, transform, column
 // and value.
 func (f *Field) Map(from Side, vals Values) (Values, error) {
-	out, err := f.mapValues(from, vals)
-	if err != nil {
-		return nil, err // not a typed nil in a non-nil error
-	}
-	return out, nil
-}
-
-func (f *Field) mapValues(from Side, vals Values) (Values, *FieldError) {
 	out := make(Values, len(f.Columns(from.Other())))
 	if err := f.mapInto(from, vals, out); err != nil {
-		return nil, err
+		return nil, err // not a typed nil in a non-nil error
 	}
 	return out, nil
 }
