@@ -244,21 +244,11 @@ func (e *Engine) lockCaughtUp(ctx context.Context, s *config.Sync, wait time.Dur
 	return release, nil
 }
 
-// catchUp runs the sync's pending windows while the caller holds its lock.
+// catchUp runs the sync's pending windows while the caller holds its lock
+// (its initial sync first, when it has never run).
 func (e *Engine) catchUp(ctx context.Context, s *config.Sync) error {
-	for {
-		if err := e.pullSides(ctx, s); err != nil {
-			return err
-		}
-		r, err := e.newRun(s)
-		if err != nil {
-			return err
-		}
-		_, more, err := r.run(ctx, "manual")
-		if err != nil || !more {
-			return err
-		}
-	}
+	_, err := e.runLocked(ctx, s, "manual", false, nil)
+	return err
 }
 
 // settlement is what resolving one conflict writes to each side (by

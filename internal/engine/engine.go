@@ -250,7 +250,19 @@ func (e *Engine) runSync(ctx context.Context, id, trigger string, resync bool, r
 		return total, err
 	}
 	defer release()
+	return e.runLocked(ctx, s, trigger, resync, repair)
+}
+
+// runLocked runs the sync's windows while the caller holds its lock:
+// first its initial sync when it has none yet or resync asks for one.
+// Every path that runs a sync comes here, so none can start one without
+// its initial sync.
+func (e *Engine) runLocked(ctx context.Context, s *config.Sync, trigger string, resync bool, repair *[2][]Values) (Result, error) {
+	var total Result
+	total.Idle = true
+	id := s.ID
 	if !resync {
+		var err error
 		if resync, err = e.needsInitial(ctx, id); err != nil {
 			return total, err
 		}

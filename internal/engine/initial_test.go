@@ -452,3 +452,16 @@ func TestResyncDoesNotReplayWhatItRead(t *testing.T) {
 		"only the pair the resync found differing")
 	r.idle("items")
 }
+
+// A verify (or a conflict resolution) brings the sync up to date before it
+// compares: before the sync's first run, that is its initial sync. It
+// used to start the sync without one, and no later run made it.
+func TestVerifyBeforeTheFirstRunDoesTheInitialSync(t *testing.T) {
+	r := existingRig(t, "    match: [email]\n")
+	_, err := r.eng.Verify(context.Background(), "contacts", engine.VerifyOptions{})
+	require.NoError(t, err)
+	r.run("contacts")
+	r.requireSameContacts()
+	require.Equal(t, []string{"initial"}, r.ctlRows(`SELECT DISTINCT trigger FROM tandem.sync_runs WHERE trigger = 'initial'`))
+	r.idle("contacts")
+}

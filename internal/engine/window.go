@@ -42,18 +42,13 @@ func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (w
 		var pending, ps, pt *int64
 		var phase *string
 		var after, until, upto []byte
-		lock := func() error {
-			return tx.QueryRow(ctx, `SELECT source_through, target_through, pending_run, pending_source_through, pending_target_through,
-					initial_phase, initial_after, initial_until, pending_initial_upto, initial_band_source, initial_band_target
-				FROM tandem.sync_state WHERE sync_id = $1 FOR UPDATE`, r.cfg.ID).
-				Scan(&w.SourceFrom, &w.TargetFrom, &pending, &ps, &pt, &phase, &after, &until, &upto, &w.Band[0], &w.Band[1])
-		}
-		err := lock()
-		if errors.Is(err, pgx.ErrNoRows) { // the sync's first run
-			if _, err := tx.Exec(ctx, `INSERT INTO tandem.sync_state (sync_id) VALUES ($1) ON CONFLICT DO NOTHING`, r.cfg.ID); err != nil {
-				return err
-			}
-			err = lock()
+		err := tx.QueryRow(ctx, `SELECT source_through, target_through, pending_run, pending_source_through, pending_target_through,
+				initial_phase, initial_after, initial_until, pending_initial_upto, initial_band_source, initial_band_target
+			FROM tandem.sync_state WHERE sync_id = $1 FOR UPDATE`, r.cfg.ID).
+			Scan(&w.SourceFrom, &w.TargetFrom, &pending, &ps, &pt, &phase, &after, &until, &upto, &w.Band[0], &w.Band[1])
+		if errors.Is(err, pgx.ErrNoRows) {
+			// A sync's state is made by its initial sync (runLocked begins it).
+			return fmt.Errorf("sync %s has no state: its initial sync has not begun", r.cfg.ID)
 		}
 		if err != nil {
 			return err
