@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/tandem-sync/tandem/internal/config"
@@ -419,3 +420,9 @@ func addTo(m map[string]Values, side string, vals Values) {
 const insertRefPrefix = "from "
 
 func insertRef(otherKey string) string { return insertRefPrefix + otherKey }
+
+// fieldLabel names a field by its source and target columns
+// (full_name/firstname+lastname), in conflicts and in verify reports.
+func fieldLabel(f *mapping.Field) string {
+	return strings.Join(f.Source, "+") + "/" + strings.Join(f.Target, "+")
+}

@@ -210,11 +210,25 @@ type querier interface {
 // keyColumns is the key columns of row t, in key order, as a list.
 func (s *side) keyColumns(t string) string { return strings.Join(columnRefs(t, s.Key), ", ") }
 
+// keyColumnsDesc is keyColumns for ORDER BY, each descending.
+func (s *side) keyColumnsDesc(t string) string {
+	return strings.Join(columnRefs(t, s.Key), " DESC, ") + " DESC"
+}
+
+// columnRefs quotes columns as columns of the table alias t.
+func columnRefs(t string, cols []string) []string {
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		out[i] = t + "." + pgx.Identifier{c}.Sanitize()
+	}
+	return out
+}
+
 // afterKey is the condition that row t's key comes after the key in
-// jsonb parameter $param; when there is no such key ($param is NULL), a
-// condition that holds.
-func (s *side) afterKey(t string, param int, after Values) string {
-	if after == nil {
+// jsonb parameter $param; when there is no such key (has is false and
+// $param NULL), a condition that holds.
+func (s *side) afterKey(t string, param int, has bool) string {
+	if !has {
 		return fmt.Sprintf("$%d::jsonb IS NULL", param)
 	}
 	return s.keyBound(t, ">", param)
@@ -233,7 +247,7 @@ func (s *side) keyBound(t, op string, param int) string {
 // after is nil) and up to key until, in key order, or the last key when
 // fewer rows follow; nil when none does.
 func (s *side) chunkEnd(ctx context.Context, after, until Values, n int) (Values, error) {
-	where := fmt.Sprintf(`FROM %s t WHERE %s AND %s`, s.ident, s.afterKey("t", 1, after), s.keyBound("t", "<=", 2))
+	where := fmt.Sprintf(`FROM %s t WHERE %s AND %s`, s.ident, s.afterKey("t", 1, after != nil), s.keyBound("t", "<=", 2))
 	var b []byte
 	// The n-th row, an index-only walk; else the last one, when fewer follow.
 	// The key is built in the outer query: a target list under OFFSET is
@@ -242,7 +256,7 @@ func (s *side) chunkEnd(ctx context.Context, after, until Values, n int) (Values
 		s.keyObject("k"), s.keyColumns("t"), where, s.keyColumns("t")),
 		keyParam(after), keyParam(until), n-1).Scan(&b)
 	if errors.Is(err, pgx.ErrNoRows) {
-		err = s.Pool.QueryRow(ctx, fmt.Sprintf(`SELECT %s %s ORDER BY %s DESC LIMIT 1`, s.keyObject("t"), where, strings.ReplaceAll(s.keyColumns("t"), ",", " DESC,")),
+		err = s.Pool.QueryRow(ctx, fmt.Sprintf(`SELECT %s %s ORDER BY %s LIMIT 1`, s.keyObject("t"), where, s.keyColumnsDesc("t")),
 			keyParam(after), keyParam(until)).Scan(&b)
 	}
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -265,8 +279,8 @@ func keyParam(k Values) any {
 // lastKey returns the greatest key of the table; nil when it is empty.
 func (s *side) lastKey(ctx context.Context) (Values, error) {
 	var b []byte
-	err := s.Pool.QueryRow(ctx, fmt.Sprintf(`SELECT %s FROM %s t ORDER BY %s DESC LIMIT 1`,
-		s.keyObject("t"), s.ident, strings.Join(quotedAll(s.Key), " DESC, "))).Scan(&b)
+	err := s.Pool.QueryRow(ctx, fmt.Sprintf(`SELECT %s FROM %s t ORDER BY %s LIMIT 1`,
+		s.keyObject("t"), s.ident, s.keyColumnsDesc("t"))).Scan(&b)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -288,7 +302,7 @@ func quotedAll(cols []string) []string {
 // snapshot they were read in (pg_current_snapshot as text).
 func (s *side) rowsIn(ctx context.Context, after, upto Values) (out []Values, snapshot string, err error) {
 	sql := fmt.Sprintf(`SELECT to_jsonb(t) FROM %s t WHERE %s AND %s ORDER BY %s`,
-		s.ident, s.afterKey("t", 1, after), s.keyBound("t", "<=", 2), s.keyColumns("t"))
+		s.ident, s.afterKey("t", 1, after != nil), s.keyBound("t", "<=", 2), s.keyColumns("t"))
 	err = s.readSnapshot(ctx, func(tx pgx.Tx, snap string) error {
 		snapshot = snap
 		rows, err := tx.Query(ctx, sql, keyParam(after), keyParam(upto))

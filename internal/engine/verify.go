@@ -179,6 +179,31 @@ type verifier struct {
 // reaches (nil on the other side).
 type pair [2]Values
 
+// pair is the drifting row's keys.
+func (d Drift) pair() pair { return pair{d.SourceKey, d.TargetKey} }
+
+// driftPairs is the keys of each drifting row.
+func driftPairs(ds []Drift) pairs {
+	out := make(pairs, len(ds))
+	for i, d := range ds {
+		out[i] = d.pair()
+	}
+	return out
+}
+
+// keyTexts is the canonical texts of the pairs' keys, by side.
+func (ps pairs) keyTexts() [2][]string {
+	var out [2][]string
+	for _, p := range ps {
+		for s, k := range p {
+			if k != nil {
+				out[s] = append(out[s], canonicalKey(k))
+			}
+		}
+	}
+	return out
+}
+
 func newVerifier(r *syncRun, opts VerifyOptions) (*verifier, error) {
 	v := &verifier{r: r, chunk: opts.ChunkRows, listed: opts.MaxListed, progress: opts.Progress,
 		rep: &VerifyReport{Sync: r.cfg.ID}}

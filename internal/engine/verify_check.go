@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/tandem-sync/tandem/internal/mapping"
 )
@@ -145,10 +144,4 @@ func scalarText(v any) (string, bool) {
 		return strconv.FormatBool(x), true
 	}
 	return "", false
-}
-
-// fieldLabel names a field by its source and target columns
-// (full_name/firstname+lastname), in conflicts and in verify reports.
-func fieldLabel(f *mapping.Field) string {
-	return strings.Join(f.Source, "+") + "/" + strings.Join(f.Target, "+")
 }

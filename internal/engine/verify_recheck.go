@@ -30,10 +30,7 @@ func (v *verifier) recheck(ctx context.Context) error {
 			inFlight = len(changing)
 			break
 		}
-		suspects = suspects[:0]
-		for _, d := range changing {
-			suspects = append(suspects, pair{d.SourceKey, d.TargetKey})
-		}
+		suspects = driftPairs(changing)
 	}
 	if err := v.markHeld(ctx, drift); err != nil {
 		return err
@@ -70,7 +67,7 @@ func (v *verifier) recheckRound(ctx context.Context, suspects pairs) (drift, cha
 		return nil, nil, err
 	}
 	for _, d := range differ {
-		if pending[mapping.Source][keyText(d.SourceKey)] || pending[mapping.Target][keyText(d.TargetKey)] {
+		if pending[mapping.Source][canonicalKey(d.SourceKey)] || pending[mapping.Target][canonicalKey(d.TargetKey)] {
 			changing = append(changing, d)
 		} else {
 			drift = append(drift, d)
@@ -88,14 +85,7 @@ func (v *verifier) pending(ctx context.Context, drift []Drift) ([2]map[string]bo
 	if err := v.r.e.pullSides(ctx, v.r.cfg); err != nil {
 		return out, err
 	}
-	var texts [2][]string
-	for _, d := range drift {
-		for s, k := range [2]Values{d.SourceKey, d.TargetKey} {
-			if k != nil {
-				texts[s] = append(texts[s], canonicalKey(k))
-			}
-		}
-	}
+	texts := driftPairs(drift).keyTexts()
 	const side = `SELECT %[1]d, c.keys FROM tandem.change_log c
 		WHERE c.id > coalesce((SELECT %[2]s_through FROM tandem.sync_state WHERE sync_id = $1), 0)
 		AND c.node = $%[3]d AND c.table_name = $%[4]d AND c.keys = ANY ($%[5]d::jsonb[]) AND c.origin IS DISTINCT FROM $1`
@@ -123,15 +113,7 @@ func (v *verifier) pending(ctx context.Context, drift []Drift) ([2]map[string]bo
 // relink pairs each suspect's keys as the links pair them now: applying
 // pending changes links created rows and unlinks deleted ones.
 func (v *verifier) relink(ctx context.Context, suspects pairs) (pairs, error) {
-	var texts [2][]string
-	for _, p := range suspects {
-		for s, k := range p {
-			if k != nil {
-				texts[s] = append(texts[s], canonicalKey(k))
-			}
-		}
-	}
-	links, err := v.r.loadLinks(ctx, texts)
+	links, err := v.r.loadLinks(ctx, suspects.keyTexts())
 	if err != nil {
 		return nil, err
 	}
@@ -147,7 +129,7 @@ func (v *verifier) relink(ctx context.Context, suspects pairs) (pairs, error) {
 			if other, ok := links[s][canonicalKey(k)]; ok {
 				np[1-s] = other.vals
 			}
-			id := [2]string{keyText(np[0]), keyText(np[1])}
+			id := [2]string{canonicalKey(np[0]), canonicalKey(np[1])}
 			if !seen[id] {
 				seen[id] = true
 				out = append(out, np)
@@ -157,31 +139,15 @@ func (v *verifier) relink(ctx context.Context, suspects pairs) (pairs, error) {
 	return out, nil
 }
 
-// keyText is a key's canonical text, "" for none.
-func keyText(k Values) string {
-	if k == nil {
-		return ""
-	}
-	return canonicalKey(k)
-}
-
 // markHeld names the open conflict of each drifting entity that has one.
 func (v *verifier) markHeld(ctx context.Context, drift []Drift) error {
-	var keys [2][]string
-	for _, d := range drift {
-		for s, k := range [2]Values{d.SourceKey, d.TargetKey} {
-			if k != nil {
-				keys[s] = append(keys[s], canonicalKey(k))
-			}
-		}
-	}
-	held, err := v.r.openConflicts(ctx, keys)
+	held, err := v.r.openConflicts(ctx, driftPairs(drift).keyTexts())
 	if err != nil {
 		return err
 	}
 	for i := range drift {
-		for s, k := range [2]Values{drift[i].SourceKey, drift[i].TargetKey} {
-			if id := held[s][keyText(k)]; id != 0 {
+		for s, k := range drift[i].pair() {
+			if id := held[s][canonicalKey(k)]; id != 0 {
 				drift[i].Conflict = id
 			}
 		}

@@ -206,16 +206,9 @@ func (s *side) rowCount(ctx context.Context) (int64, error) {
 // renders keys: in the node's own session settings) in key order, after
 // the key after (nil: from the start).
 func (s *side) keyPage(ctx context.Context, after []byte, n int) ([][]byte, error) {
-	var a Values
-	if after != nil {
-		var err error
-		if a, err = decodeFlat(after); err != nil {
-			return nil, fmt.Errorf("node %s: a key of %s: %w", s.Node, s.Table, err)
-		}
-	}
 	rows, err := s.Pool.Query(ctx, fmt.Sprintf(`SELECT %[1]s FROM %[2]s t WHERE %[3]s ORDER BY %[4]s LIMIT $1`,
-		s.keyObject("t"), s.ident, s.afterKey("t", 2, a), s.keyColumns("t")),
-		n, keyParam(a))
+		s.keyObject("t"), s.ident, s.afterKey("t", 2, after != nil), s.keyColumns("t")),
+		n, after)
 	if err != nil {
 		return nil, fmt.Errorf("node %s: reading keys of %s: %w", s.Node, s.Table, err)
 	}
@@ -224,15 +217,6 @@ func (s *side) keyPage(ctx context.Context, after []byte, n int) ([][]byte, erro
 		return nil, fmt.Errorf("node %s: reading keys of %s: %w", s.Node, s.Table, err)
 	}
 	return out, nil
-}
-
-// columnRefs quotes columns as columns of the table alias t.
-func columnRefs(t string, cols []string) []string {
-	out := make([]string, len(cols))
-	for i, c := range cols {
-		out[i] = t + "." + pgx.Identifier{c}.Sanitize()
-	}
-	return out
 }
 
 // jsonArray joins raw JSON values into a JSON array.

@@ -70,11 +70,7 @@ func (v *verifier) compareChunk(ctx context.Context, c chunkSums) error {
 	if err != nil {
 		return err
 	}
-	ps := make([]pair, len(drift))
-	for i, d := range drift {
-		ps[i] = pair{d.SourceKey, d.TargetKey}
-	}
-	return v.suspect(ctx, ps...)
+	return v.suspect(ctx, driftPairs(drift)...)
 }
 
 // suspect keeps drift found on first sight for the re-check, which runs
