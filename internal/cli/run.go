@@ -28,11 +28,12 @@ func runRun(ctx context.Context, cfgPath string, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	cfg, eng, log, closeAll, err := syncsEngine(ctx, cfgPath, env, append(slices.Clone(rest), resync...))
+	eng, closeAll, err := syncsEngine(ctx, cfgPath, env, append(slices.Clone(rest), resync...))
 	if err != nil {
 		return err
 	}
 	defer closeAll()
+	cfg, log := eng.Config, eng.Logger
 	if err := recordConfigs(ctx, eng.Control, cfg); err != nil {
 		return err
 	}
@@ -75,22 +76,17 @@ func runRun(ctx context.Context, cfgPath string, args []string, env Env) error {
 
 // syncsEngine loads the config, checks that it has the syncs ids names,
 // and opens an engine on it that logs to stderr.
-func syncsEngine(ctx context.Context, cfgPath string, env Env, ids []string) (*config.Config, *engine.Engine, *slog.Logger, func(), error) {
+func syncsEngine(ctx context.Context, cfgPath string, env Env, ids []string) (*engine.Engine, func(), error) {
 	cfg, err := loadConfig(cfgPath, env)
 	if err != nil {
-		return nil, nil, nil, nil, err
+		return nil, nil, err
 	}
 	for _, id := range ids {
 		if _, ok := cfg.SyncByID(id); !ok {
-			return nil, nil, nil, nil, usageError{fmt.Sprintf("no sync %q in %s", id, cfg.Path)}
+			return nil, nil, usageError{fmt.Sprintf("no sync %q in %s", id, cfg.Path)}
 		}
 	}
-	log := slog.New(slog.NewTextHandler(env.Stderr, nil))
-	eng, closeAll, err := openEngine(ctx, cfg, log)
-	if err != nil {
-		return nil, nil, nil, nil, err
-	}
-	return cfg, eng, log, closeAll, nil
+	return openEngine(ctx, cfg, slog.New(slog.NewTextHandler(env.Stderr, nil)))
 }
 
 // openEngine connects to the control database and every node.

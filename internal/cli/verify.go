@@ -42,11 +42,12 @@ func runVerify(ctx context.Context, cfgPath string, args []string, env Env) erro
 		return usageError{fmt.Sprintf("--chunk must be a positive number of rows, not %d", *chunk)}
 	}
 	id := pos[0]
-	_, eng, log, closeAll, err := syncsEngine(ctx, cfgPath, env, []string{id})
+	eng, closeAll, err := syncsEngine(ctx, cfgPath, env, []string{id})
 	if err != nil {
 		return err
 	}
 	defer closeAll()
+	log := eng.Logger
 	verify := func() (*engine.VerifyReport, error) {
 		p := newProgress(env.Stderr, log, "verifying "+id, time.Now())
 		rep, err := eng.Verify(ctx, id, engine.VerifyOptions{ChunkRows: *chunk, Progress: p.report})

@@ -57,20 +57,18 @@ func (s *side) insertBulk(ctx context.Context, tx pgx.Tx, ins []*write, res *app
 	rows := make([]Values, len(ins))
 	canon := make([]string, len(ins))
 	for i, w := range ins {
-		row := maps.Clone(w.Vals)
-		for j, k := range drawn {
-			row[k] = keys[j][i]
+		row := w.Vals
+		if len(drawn) > 0 {
+			row = maps.Clone(w.Vals) // the write keeps its own values
+			for j, k := range drawn {
+				row[k] = keys[j][i]
+			}
 		}
 		rows[i], canon[i] = row, s.keyText(row)
 	}
-	quoted := quotedAll(all)
-	rcols := make([]string, len(quoted))
-	for i, q := range quoted {
-		rcols[i] = "r." + q
-	}
 	sql := fmt.Sprintf(`INSERT INTO %[1]s AS t (%[2]s) OVERRIDING SYSTEM VALUE
 		SELECT %[3]s FROM jsonb_populate_recordset(NULL::%[1]s, $1::jsonb) r`,
-		s.ident, strings.Join(quoted, ", "), strings.Join(rcols, ", "))
+		s.ident, strings.Join(quotedAll(all), ", "), strings.Join(columnRefs("r", all), ", "))
 	if len(drawn) == len(s.Key) {
 		// Every key column drawn here, as integers: the new keys are known.
 		if _, err := tx.Exec(ctx, sql, encodeJSON(rows)); err != nil {

@@ -49,7 +49,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.Ready()
 	}
 	// Runs are not cut off by a stop request: the batch in hand commits.
-	runCtx := WithStop(context.WithoutCancel(ctx), ctx.Done())
+	runCtx := withStop(context.WithoutCancel(ctx), ctx.Done())
 	due := map[string]time.Time{}
 	for _, s := range syncs {
 		due[s.ID] = time.Time{} // everything runs once at start

@@ -310,11 +310,11 @@ func (e *Engine) runLocked(ctx context.Context, s *config.Sync, trigger string, 
 
 type stopKey struct{}
 
-// WithStop returns ctx carrying stop: once stop is closed, a sync's run
+// withStop returns ctx carrying stop: once stop is closed, a sync's run
 // ends after the window (or initial sync chunk) in hand, which commits.
 // The daemon runs syncs with a context that a stop request does not
 // cancel, so that window is never cut off; this ends the ones after it.
-func WithStop(ctx context.Context, stop <-chan struct{}) context.Context {
+func withStop(ctx context.Context, stop <-chan struct{}) context.Context {
 	return context.WithValue(ctx, stopKey{}, stop)
 }
 

@@ -403,7 +403,7 @@ func (r *syncRun) partnersOf(ents []*entity, partners map[string]Values, to mapp
 // created, with every column.
 func seedNet(s mapping.Side, key Values, text string, row Values) *netChange {
 	return &netChange{Side: s, Key: text, KeyVals: key, Op: netUpsert, Created: true, Vals: row,
-		At: map[string]time.Time{}, seen: true}
+		At: map[string]time.Time{}}
 }
 
 // pairFields are the one-to-one fields that pair existing rows: the match

@@ -136,7 +136,7 @@ func (r *syncRun) resolveRepair(ctx context.Context, keys [2][]Values) (*plan, [
 		for s := range e.key {
 			if row, ok := rows[s][e.keyText(mapping.Side(s))]; ok {
 				e.net[s] = &netChange{Side: mapping.Side(s), Key: e.keyText(mapping.Side(s)), KeyVals: e.key[s],
-					Op: netUpsert, Vals: row, At: map[string]time.Time{}, seen: true}
+					Op: netUpsert, Vals: row, At: map[string]time.Time{}}
 			}
 		}
 		present := [2]bool{e.net[0] != nil, e.net[1] != nil}
