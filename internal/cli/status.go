@@ -226,8 +226,8 @@ type nodeStatus struct {
 
 // readNodeStatus reads a node's queue statistics, when tables is not empty
 // what of their changes the control database has not taken (pos), and when
-// slot is not empty that replication slot. On an error after the slot was
-// read, the slot comes back with it.
+// slot is not empty that replication slot. When the queue cannot be read
+// (a node without capture schema), the slot comes back with the error.
 func readNodeStatus(ctx context.Context, node *config.Node, tables []string, pos queuePosition, slot string) (*nodeStatus, error) {
 	conn, err := connectNode(ctx, node)
 	if err != nil {
