@@ -157,65 +157,47 @@ func (v *verifier) walkTable(ctx context.Context, s *side) error {
 // and hands each result to done, one at a time, in the order the chunks
 // were read: drift is found, and listed, in key order. The first error
 // stops the walk and is returned.
+//
+// Each chunk's result has a channel of its own, queued in read order: the
+// queue holds the chunks in flight, so at most n are, however long one of
+// them takes.
 func inFlight[C, R any](ctx context.Context, n int, read func(context.Context, func(C) bool) error,
 	work func(context.Context, C) (R, error), done func(R) error) error {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel() // stops the reader and the workers on an early return
-	type chunk struct {
-		seq int
-		c   C
-	}
-	chunks := make(chan chunk)
-	readErr := make(chan error, 1)
-	go func() {
-		defer close(chunks)
-		seq := 0
-		readErr <- read(ctx, func(c C) bool {
-			select {
-			case chunks <- chunk{seq, c}:
-				seq++
-				return true
-			case <-ctx.Done():
-				return false
-			}
-		})
-	}()
+	defer cancel() // stops the reader and the work under way on an early return
 	type result struct {
-		seq int
 		r   R
 		err error
 	}
-	results := make(chan result, n)
+	queue := make(chan chan result, n-1) // and one taken, waited for
+	readErr := make(chan error, 1)
 	var wg sync.WaitGroup
-	for range n {
-		wg.Go(func() {
-			for c := range chunks {
-				r, err := work(ctx, c.c)
-				select {
-				case results <- result{c.seq, r, err}:
-				case <-ctx.Done():
-					return
-				}
+	go func() {
+		defer close(queue)
+		readErr <- read(ctx, func(c C) bool {
+			out := make(chan result, 1)
+			select {
+			case queue <- out:
+			case <-ctx.Done():
+				return false
 			}
+			wg.Go(func() {
+				r, err := work(ctx, c)
+				out <- result{r, err}
+			})
+			return true
 		})
-	}
-	go func() { wg.Wait(); close(results) }()
-	early := map[int]result{} // results ahead of the next in order
-	next := 0
-	for res := range results {
-		early[res.seq] = res
-		for r, ok := early[next]; ok; r, ok = early[next] {
-			delete(early, next)
-			next++
-			if r.err == nil {
-				r.err = done(r.r)
-			}
-			if r.err != nil {
-				return r.err
-			}
+	}()
+	for out := range queue {
+		res := <-out
+		if res.err == nil {
+			res.err = done(res.r)
+		}
+		if res.err != nil {
+			return res.err
 		}
 	}
-	// The workers are done, so the reader is: it closed chunks.
+	wg.Wait() // the reader is done (it closed the queue): no work starts now
 	if err := <-readErr; err != nil {
 		return err
 	}
