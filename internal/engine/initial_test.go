@@ -465,3 +465,26 @@ func TestVerifyBeforeTheFirstRunDoesTheInitialSync(t *testing.T) {
 	require.Equal(t, []string{"initial"}, r.ctlRows(`SELECT DISTINCT trigger FROM tandem.sync_runs WHERE trigger = 'initial'`))
 	r.idle("contacts")
 }
+
+// A node that stores a written key otherwise than it was given (char(5)
+// pads it): a bulk insert cannot tell which new row is which, so it is
+// rolled back and the rows go in one by one, each linked to the key the
+// node returned. Nothing is created twice, and later edits reach the rows.
+func TestRowsWhoseKeyTheNodeRewritesAreLinkedOnce(t *testing.T) {
+	r := newRig(t, itemsYAML(""), map[string]string{
+		"crm": `CREATE TABLE items (sku text PRIMARY KEY, name text, qty int);
+			INSERT INTO items VALUES ('a', 'one', 1), ('bb', 'two', 2), ('ccc', 'three', 3)`,
+		"hubspot": `CREATE TABLE items (sku char(5) PRIMARY KEY, name text, qty int)`,
+	})
+	require.Equal(t, 3, r.run("items").Created)
+	r.exec("crm", `INSERT INTO items VALUES ('dd', 'four', 4), ('ee', 'five', 5)`)
+	require.Equal(t, 2, r.run("items").Created)
+	r.idle("items")
+	r.exec("crm", `UPDATE items SET qty = qty * 10`)
+	require.Equal(t, 5, r.run("items").Updated)
+	r.idle("items")
+	require.Equal(t, []string{"a|one|10", "bb|two|20", "ccc|three|30", "dd|four|40", "ee|five|50"},
+		r.rows("hubspot", `SELECT concat_ws('|', rtrim(sku), name, qty) FROM items ORDER BY sku`))
+	require.Equal(t, 5, r.ctlInt(`SELECT count(*) FROM tandem.links`), "one link per row")
+	require.Zero(t, r.ctlInt(`SELECT count(*) FROM tandem.sync_errors`))
+}
