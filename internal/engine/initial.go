@@ -232,16 +232,9 @@ func (e *Engine) needsInitial(ctx context.Context, id string) (bool, error) {
 // initial sync) when a side has no rows left. It returns nil once it is
 // done.
 func (r *syncRun) planSeed(ctx context.Context, tx pgx.Tx, phase string, after, until []byte) (*seed, error) {
-	sd := &seed{Phase: mapping.Source}
-	if phase == "target" {
-		sd.Phase = mapping.Target
-	}
-	var err error
-	if sd.After, err = decodeJSON(after); err != nil {
+	sd, err := r.decodeSeed(phase, after, until)
+	if err != nil {
 		return nil, err
-	}
-	if sd.Bounds, err = decodeBounds(until); err != nil {
-		return nil, fmt.Errorf("sync_state.initial_until of %s: %w", r.cfg.ID, err)
 	}
 	for {
 		s := r.sides()[sd.Phase]
@@ -279,6 +272,23 @@ func (r *syncRun) planSeed(ctx context.Context, tx pgx.Tx, phase string, after, 
 	}
 	r.initialDone = true
 	return nil, nil
+}
+
+// decodeSeed reads where the initial sync stands from sync_state: its
+// phase, the last key done (initial_after) and its bounds (initial_until).
+func (r *syncRun) decodeSeed(phase string, after, until []byte) (*seed, error) {
+	sd := &seed{Phase: mapping.Source}
+	if phase == "target" {
+		sd.Phase = mapping.Target
+	}
+	var err error
+	if sd.After, err = decodeJSON(after); err != nil {
+		return nil, fmt.Errorf("sync_state.initial_after of %s: %w", r.cfg.ID, err)
+	}
+	if sd.Bounds, err = decodeBounds(until); err != nil {
+		return nil, fmt.Errorf("sync_state.initial_until of %s: %w", r.cfg.ID, err)
+	}
+	return sd, nil
 }
 
 // decodeBounds decodes sync_state.initial_until; numbers in keys stay

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/tandem-sync/tandem/internal/mapping"
 )
 
 // window is the part of each side's change_log a run consumes: ids in
@@ -61,14 +59,7 @@ func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (w
 				return err
 			}
 			if upto != nil && phase != nil {
-				w.Seed = &seed{Phase: mapping.Source}
-				if *phase == "target" {
-					w.Seed.Phase = mapping.Target
-				}
-				if w.Seed.After, err = decodeJSON(after); err != nil {
-					return err
-				}
-				if w.Seed.Bounds, err = decodeBounds(until); err != nil {
+				if w.Seed, err = r.decodeSeed(*phase, after, until); err != nil {
 					return err
 				}
 				w.Seed.Upto, err = decodeJSON(upto)
