@@ -649,7 +649,8 @@ func (e *Engine) reportProgress(ctx context.Context, id string, finished bool) {
 // whose transaction committed before the snapshot it read that side's row
 // in. Such a change is in the row it compared or copied; applied again it
 // would carry the row as it was then over a newer edit on the other side.
-// A change whose xid is unknown (WAL capture) is kept: applied again.
+// A change whose xid is unknown (a WAL stream logged it before streams
+// recorded xids) is kept: applied again.
 func (r *syncRun) filterSeen(ctx context.Context, s *side, band *int64, changes []change) ([]change, error) {
 	if band == nil {
 		return changes, nil

@@ -245,9 +245,19 @@ func chunkedItemsRig(t *testing.T, each func(*rig)) *rig { return chunkedItemsRi
 
 // chunkedItemsRigWith is chunkedItemsRig with extra lines in the sync.
 func chunkedItemsRigWith(t *testing.T, extra string, each func(*rig)) *rig {
+	return chunkedItemsRigOn(t, "trigger", extra, each)
+}
+
+// chunkedItemsRigOn is chunkedItemsRigWith with crm captured by capture
+// (trigger or wal).
+func chunkedItemsRigOn(t *testing.T, capture, extra string, each func(*rig)) *rig {
 	const ddl = `CREATE TABLE items (sku text PRIMARY KEY, name text, qty int);
 		INSERT INTO items SELECT 's' || n, 'item ' || n, n FROM generate_series(100, 400) n`
-	r := newRig(t, itemsYAML(extra), map[string]string{"crm": ddl, "hubspot": `CREATE TABLE items (sku text PRIMARY KEY, name text, qty int)`})
+	yaml := itemsYAML(extra)
+	if capture == "wal" {
+		yaml = strings.Replace(yaml, `crm: { dsn: "${CRM}" }`, `crm: { dsn: "${CRM}", capture: wal }`, 1)
+	}
+	r := newRig(t, yaml, map[string]string{"crm": ddl, "hubspot": `CREATE TABLE items (sku text PRIMARY KEY, name text, qty int)`})
 	r.eng.Window = 100
 	r.eng.Progress = func(engine.InitialProgress) { each(r) }
 	return r
@@ -380,25 +390,29 @@ func TestInitialSyncChunkRedoneAfterItsApplyCommitted(t *testing.T) {
 // applied again, it would carry the row as it was then over a newer edit
 // made on the other side since.
 func TestInitialSyncDoesNotReplayWhatItRead(t *testing.T) {
-	step := 0
-	r := chunkedItemsRig(t, func(r *rig) {
-		step++
-		switch step {
-		case 1: // begun: rows the first chunk reads, one inserted, one updated since
-			r.exec("crm", `INSERT INTO items VALUES ('a', 'early', 1)`)
-			r.exec("crm", `UPDATE items SET qty = -1 WHERE sku = 's101'`)
-		case 2: // the first chunk created them on hubspot; edited there since
-			r.exec("hubspot", `UPDATE items SET name = 'edited there' WHERE sku IN ('a', 's101')`)
-		}
-	})
-	r.run("items")
-	require.Greater(t, step, 2)
-	r.eng.Progress = nil
-	r.run("items")
-	require.Equal(t, []string{"a|edited there|1", "s101|edited there|-1"}, r.rows("crm", `SELECT concat_ws('|', sku, name, qty) FROM items WHERE sku IN ('a', 's101') ORDER BY sku`))
-	require.Equal(t, r.rows("crm", `SELECT sku, name, qty FROM items ORDER BY sku`), r.rows("hubspot", `SELECT sku, name, qty FROM items ORDER BY sku`))
-	require.Empty(t, r.ctlRows(`SELECT concat_ws(' ', kind, source_key, target_key, resolution, kept, lost) FROM tandem.sync_conflicts`), "nothing was overwritten")
-	r.idle("items")
+	for _, capture := range []string{"trigger", "wal"} {
+		t.Run(capture, func(t *testing.T) {
+			step := 0
+			r := chunkedItemsRigOn(t, capture, "", func(r *rig) {
+				step++
+				switch step {
+				case 1: // begun: rows the first chunk reads, one inserted, one updated since
+					r.exec("crm", `INSERT INTO items VALUES ('a', 'early', 1)`)
+					r.exec("crm", `UPDATE items SET qty = -1 WHERE sku = 's101'`)
+				case 2: // the first chunk created them on hubspot; edited there since
+					r.exec("hubspot", `UPDATE items SET name = 'edited there' WHERE sku IN ('a', 's101')`)
+				}
+			})
+			r.run("items")
+			require.Greater(t, step, 2)
+			r.eng.Progress = nil
+			r.run("items")
+			require.Equal(t, []string{"a|edited there|1", "s101|edited there|-1"}, r.rows("crm", `SELECT concat_ws('|', sku, name, qty) FROM items WHERE sku IN ('a', 's101') ORDER BY sku`))
+			require.Equal(t, r.rows("crm", `SELECT sku, name, qty FROM items ORDER BY sku`), r.rows("hubspot", `SELECT sku, name, qty FROM items ORDER BY sku`))
+			require.Empty(t, r.ctlRows(`SELECT concat_ws(' ', kind, source_key, target_key, resolution, kept, lost) FROM tandem.sync_conflicts`), "nothing was overwritten")
+			r.idle("items")
+		})
+	}
 }
 
 // A natural key compared after trim pairs a value that ends in v (the SQL

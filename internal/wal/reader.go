@@ -273,6 +273,11 @@ type stream struct {
 	inTxn  bool
 	at     time.Time
 	origin *string
+	xid    uint64 // its full (xid8) transaction id
+	// xidRef is a full transaction id of the node near the ones the stream
+	// sends (its last transaction's): pgoutput sends 32-bit ids, widened
+	// against it (see widenXid).
+	xidRef uint64
 
 	// The control transaction being filled, if any.
 	tx        pgx.Tx
@@ -293,6 +298,9 @@ func (s *stream) run(ctx context.Context) error {
 	}()
 	if err := s.loadCursor(ctx); err != nil {
 		return err
+	}
+	if err := r.NodeDB.QueryRow(ctx, "SELECT pg_snapshot_xmax(pg_current_snapshot())").Scan(&s.xidRef); err != nil {
+		return r.wrap("reading the next transaction id", err)
 	}
 	cfg := r.NodeDB.Config().ConnConfig.Config.Copy()
 	cfg.RuntimeParams["replication"] = "database"
@@ -452,6 +460,8 @@ func (s *stream) message(ctx context.Context, data []byte) error {
 	switch m := m.(type) {
 	case *pglogrepl.BeginMessage:
 		s.inTxn, s.at, s.origin = true, m.CommitTime, nil
+		s.xid = widenXid(s.xidRef, m.Xid)
+		s.xidRef = s.xid
 	case *pglogrepl.LogicalDecodingMessage:
 		switch {
 		case m.Transactional && m.Prefix == capture.OriginPrefix:
@@ -544,7 +554,7 @@ func (s *stream) change(ctx context.Context, relID uint32, decode func(*relation
 		return s.r.wrap("decoding a change", err)
 	}
 	for _, rw := range rows {
-		s.buf = append(s.buf, []any{s.r.Node, rw.table, rw.op, rw.keys, rw.old, rw.new, s.at, s.origin})
+		s.buf = append(s.buf, []any{s.r.Node, rw.table, rw.op, rw.keys, rw.old, rw.new, s.at, s.origin, s.xid})
 	}
 	s.txRows += int64(len(rows))
 	if s.tx == nil {
@@ -559,7 +569,16 @@ func (s *stream) change(ctx context.Context, relID uint32, decode func(*relation
 	return nil
 }
 
-var logColumns = []string{"node", "table_name", "op", "keys", "old", "new", "captured_at", "origin"}
+var logColumns = []string{"node", "table_name", "op", "keys", "old", "new", "captured_at", "origin", "xid"}
+
+// widenXid returns the full transaction id whose low 32 bits are xid and
+// which lies within 2^31 of ref. Every transaction id a node still has to
+// decode is that close to any other (the server's wraparound protection,
+// which the slot's catalog_xmin holds), so the stream widens each against
+// the last one.
+func widenXid(ref uint64, xid uint32) uint64 {
+	return uint64(int64(ref) + int64(int32(xid-uint32(ref))))
+}
 
 // copy moves the buffered rows into the open control transaction.
 func (s *stream) copy(ctx context.Context) error {

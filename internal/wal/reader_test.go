@@ -192,6 +192,33 @@ func TestLargeTransactionAndOrigin(t *testing.T) {
 	}
 }
 
+// Each change carries its transaction's full id (xid8), as trigger capture
+// records it: the initial sync's handoff tells by it what a snapshot saw.
+func TestChangesCarryTheirTransactionID(t *testing.T) {
+	t.Parallel()
+	r := newWALRig(t, pgtest.Shared(t))
+	rd := r.reader()
+	var want []string
+	for i := range 3 {
+		var xid string
+		err := pgx.BeginFunc(context.Background(), r.node.Pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(context.Background(), `INSERT INTO items (name) VALUES ($1)`, fmt.Sprint(i)); err != nil {
+				return err
+			}
+			return tx.QueryRow(context.Background(), `SELECT pg_current_xact_id()::text`).Scan(&xid)
+		})
+		require.NoError(t, err)
+		want = append(want, xid)
+	}
+	require.Len(t, r.pull(rd), 3)
+	var got []string
+	rows, err := r.ctl.Pool.Query(context.Background(), `SELECT xid::text FROM tandem.change_log ORDER BY id`)
+	require.NoError(t, err)
+	got, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Equal(t, want, got)
+}
+
 // Invariant: nothing lost, nothing twice across a reader's restart. The
 // slot may still hold a transaction the last reader wrote (it confirms
 // after its control commit): the new reader skips it.
