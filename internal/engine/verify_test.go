@@ -25,7 +25,18 @@ const verifyRows = 300
 // words, or two words apart.
 func syncedContacts(t *testing.T, extra string) *rig {
 	t.Helper()
-	r := newRig(t, contactsYAML(extra), twoNodes())
+	return syncedContactsOn(t, "trigger", extra)
+}
+
+// syncedContactsOn is syncedContacts with hubspot captured by capture
+// (trigger or wal).
+func syncedContactsOn(t *testing.T, capture, extra string) *rig {
+	t.Helper()
+	yaml, nodes := contactsYAML(extra), twoNodes()
+	if capture == "wal" {
+		yaml, nodes = walYAML(extra), walNodes()
+	}
+	r := newRig(t, yaml, nodes)
 	r.exec("crm", `INSERT INTO contacts (full_name, email, phone)
 		SELECT CASE i % 3 WHEN 0 THEN 'Solo' || i WHEN 1 THEN 'Mary ' || i || ' Lee' ELSE ' Ann' || E'\t ' || 'B' || i END,
 			'Person' || i || '@X.com', CASE WHEN i % 5 = 0 THEN NULL ELSE '555-' || i END
@@ -268,46 +279,51 @@ func TestVerifyCompositeKeysAndTypes(t *testing.T) {
 // daemon does): what they change is in flight, never drift.
 func TestVerifyWhileApplicationsWrite(t *testing.T) {
 	t.Parallel()
-	r := syncedContacts(t, "")
-	ctx, stop := context.WithCancel(context.Background())
-	var written atomic.Int64
-	done := make(chan struct{}, 2)
-	write := func(node string, stmts ...string) {
-		defer func() { done <- struct{}{} }()
-		for n := 0; ctx.Err() == nil; n++ {
-			sql := fmt.Sprintf(stmts[n%len(stmts)], 1+n*7%verifyRows, n)
-			if _, err := r.nodes[node].Pool.Exec(ctx, sql); err != nil && ctx.Err() == nil {
-				r.t.Errorf("%s: %s: %v", node, sql, err)
-				return
+	for _, capture := range []string{"trigger", "wal"} {
+		t.Run(capture, func(t *testing.T) {
+			t.Parallel()
+			r := syncedContactsOn(t, capture, "")
+			ctx, stop := context.WithCancel(context.Background())
+			var written atomic.Int64
+			done := make(chan struct{}, 2)
+			write := func(node string, stmts ...string) {
+				defer func() { done <- struct{}{} }()
+				for n := 0; ctx.Err() == nil; n++ {
+					sql := fmt.Sprintf(stmts[n%len(stmts)], 1+n*7%verifyRows, n)
+					if _, err := r.nodes[node].Pool.Exec(ctx, sql); err != nil && ctx.Err() == nil {
+						r.t.Errorf("%s: %s: %v", node, sql, err)
+						return
+					}
+					written.Add(1)
+				}
 			}
-			written.Add(1)
-		}
-	}
-	go write("crm",
-		`UPDATE contacts SET phone = 'w%[2]d' WHERE id = %[1]d`,
-		`INSERT INTO contacts (full_name, email) VALUES ('New %[2]d', 'new%[2]d@x.com')`,
-		`DELETE FROM contacts WHERE id = %[1]d + 3 -- %[2]d`)
-	go write("hubspot", `UPDATE hs_contacts SET lastname = 'H%[2]d' WHERE id = %[1]d`)
-	stopped := false
-	stopWriters := func() {
-		if !stopped {
-			stopped = true
-			stop()
-			<-done
-			<-done
-		}
-	}
-	defer stopWriters() // before the pools close, if the test fails first
-	// Changes wait for the sync when the verify starts, and more come.
-	require.Eventually(t, func() bool { return written.Load() >= 30 }, time.Minute, time.Millisecond)
-	rep := r.verify("contacts", engine.VerifyOptions{ChunkRows: 20})
-	stopWriters()
-	require.True(t, rep.Clean(), "%+v", rep.Rows)
-	require.Positive(t, rep.CaughtUp, "no change was in flight")
+			go write("crm",
+				`UPDATE contacts SET phone = 'w%[2]d' WHERE id = %[1]d`,
+				`INSERT INTO contacts (full_name, email) VALUES ('New %[2]d', 'new%[2]d@x.com')`,
+				`DELETE FROM contacts WHERE id = %[1]d + 3 -- %[2]d`)
+			go write("hubspot", `UPDATE hs_contacts SET lastname = 'H%[2]d' WHERE id = %[1]d`)
+			stopped := false
+			stopWriters := func() {
+				if !stopped {
+					stopped = true
+					stop()
+					<-done
+					<-done
+				}
+			}
+			defer stopWriters() // before the pools close, if the test fails first
+			// Changes wait for the sync when the verify starts, and more come.
+			require.Eventually(t, func() bool { return written.Load() >= 30 }, time.Minute, time.Millisecond)
+			rep := r.verify("contacts", engine.VerifyOptions{ChunkRows: 20})
+			stopWriters()
+			require.True(t, rep.Clean(), "%+v", rep.Rows)
+			require.Positive(t, rep.CaughtUp, "no change was in flight")
 
-	for !r.run("contacts").Idle { // the last writes, and their echoes
+			for !r.run("contacts").Idle { // the last writes, and their echoes
+			}
+			rep = r.verify("contacts", engine.VerifyOptions{})
+			require.True(t, rep.Clean(), "%+v", rep.Rows)
+			require.Zero(t, rep.CaughtUp+rep.InFlight)
+		})
 	}
-	rep = r.verify("contacts", engine.VerifyOptions{})
-	require.True(t, rep.Clean(), "%+v", rep.Rows)
-	require.Zero(t, rep.CaughtUp+rep.InFlight)
 }
