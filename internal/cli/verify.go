@@ -100,6 +100,9 @@ func printReport(w io.Writer, rep *engine.VerifyReport) {
 		fmt.Fprintf(w, "  %-19s%d (changed again by applications at every re-check: not drift, not verified; verify again)\n",
 			"in flight:", rep.InFlight)
 	}
+	if rep.RowByRow > 0 {
+		fmt.Fprintf(w, "  %-19s%d (linked rows whose bucket's checksums differed)\n", "read row by row:", rep.RowByRow)
+	}
 	if rep.Clean() {
 		fmt.Fprintln(w, "in step: both tables hold the same mapped data")
 		return

@@ -50,6 +50,8 @@ func TestVerifyExitCodes(t *testing.T) {
 	r = tandem("verify", "contacts", "--chunk", "7")
 	require.Equal(t, cli.ExitDrift, r.code, r)
 	require.Contains(t, r.stdout, "differing:         55\n", r)
+	// chunks of 7 rows, one bucket each: the eight chunks that hold rows 1 to 56
+	require.Contains(t, r.stdout, "read row by row:   56 (linked rows whose bucket's checksums differed)\n", r)
 	require.Contains(t, r.stdout, "drift: 55 rows\n", r)
 	require.Contains(t, r.stdout, "... and 5 more\n", r)
 	lines := strings.Split(r.stdout, "\n")

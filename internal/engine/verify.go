@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tandem-sync/tandem/internal/config"
 	"github.com/tandem-sync/tandem/internal/mapping"
 )
 
@@ -137,6 +138,10 @@ type VerifyReport struct {
 	// changed them again: not drift as far as verify can tell (the sync will
 	// take those changes), and not known to be in step either.
 	InFlight int64
+	// RowByRow counts the linked pairs read row by row because their
+	// bucket's checksums differed: the drift among them, and rows whose
+	// values render differently on the two sides though Go finds them equal.
+	RowByRow int64
 	Elapsed  time.Duration
 }
 
@@ -233,20 +238,47 @@ func (v *verifier) mappedColumns() ([2][]string, error) {
 	if !v.r.flows(mapping.Source) {
 		from = mapping.Target
 	}
+	sides := v.r.sides()
 	for _, f := range v.r.m.Fields {
 		refs := columnRefs("t", f.Columns(from))
 		exprs, err := f.SQL(from, refs)
 		if err != nil {
 			return out, err
 		}
+		numeric := yieldsNumeric(f, from, sides[from])
 		for _, x := range exprs {
-			out[from] = append(out[from], "to_jsonb("+x+")")
+			out[from] = append(out[from], checksumValue(x, numeric))
 		}
-		for _, ref := range columnRefs("t", f.Columns(from.Other())) {
-			out[from.Other()] = append(out[from.Other()], "to_jsonb("+ref+")")
+		to := sides[from.Other()]
+		for i, ref := range columnRefs("t", f.Columns(from.Other())) {
+			out[from.Other()] = append(out[from.Other()], checksumValue(ref, to.numeric[f.Columns(from.Other())[i]]))
 		}
 	}
 	return out, nil
+}
+
+// checksumValue is how a checksum renders a mapped value: as to_jsonb
+// does, a numeric without trailing fractional zeros, which the Go
+// comparison ignores (1.50 is 1.5: numeric(10,2) against numeric).
+func checksumValue(expr string, numeric bool) string {
+	if numeric {
+		return "to_jsonb(trim_scale(" + expr + "))"
+	}
+	return "to_jsonb(" + expr + ")"
+}
+
+// yieldsNumeric reports whether f's SQL from side s computes a numeric:
+// the column of a rename when it is one, or to_number.
+func yieldsNumeric(f *mapping.Field, from mapping.Side, s *side) bool {
+	switch f.Transform {
+	case config.TransformRename:
+		return s.numeric[f.Columns(from)[0]]
+	case config.TransformToNumber:
+		return from == mapping.Source
+	case config.TransformToString:
+		return from == mapping.Target
+	}
+	return false
 }
 
 // verify walks the links, then the rows no link reaches, then re-checks

@@ -66,6 +66,7 @@ func (v *verifier) compareChunk(ctx context.Context, c chunkSums) error {
 	if len(odd) == 0 {
 		return nil
 	}
+	v.rep.RowByRow += int64(len(odd))
 	drift, err := v.classify(ctx, odd)
 	if err != nil {
 		return err
