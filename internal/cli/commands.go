@@ -16,6 +16,7 @@ import (
 	"github.com/tandem-sync/tandem/internal/capture"
 	"github.com/tandem-sync/tandem/internal/config"
 	"github.com/tandem-sync/tandem/internal/control"
+	"github.com/tandem-sync/tandem/internal/engine"
 )
 
 const connectTimeout = 15 * time.Second
@@ -313,9 +314,22 @@ func connectNode(ctx context.Context, node *config.Node) (*pgx.Conn, error) {
 }
 
 func openPool(ctx context.Context, what, dsn string) (*pgxpool.Pool, error) {
+	return openPoolWith(ctx, what, dsn, pgxpool.ParseConfig)
+}
+
+// openNodePool opens a node pool for the engine (engine.NodePoolConfig).
+func openNodePool(ctx context.Context, node, dsn string) (*pgxpool.Pool, error) {
+	return openPoolWith(ctx, "node "+node, dsn, engine.NodePoolConfig)
+}
+
+func openPoolWith(ctx context.Context, what, dsn string, parse func(string) (*pgxpool.Config, error)) (*pgxpool.Pool, error) {
 	pctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
-	pool, err := pgxpool.New(pctx, dsn)
+	cfg, err := parse(dsn)
+	var pool *pgxpool.Pool
+	if err == nil {
+		pool, err = pgxpool.NewWithConfig(pctx, cfg)
+	}
 	if err == nil {
 		err = pool.Ping(pctx)
 	}

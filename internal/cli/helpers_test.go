@@ -9,9 +9,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-sync/tandem/internal/cli"
+	"github.com/tandem-sync/tandem/internal/engine"
 	"github.com/tandem-sync/tandem/internal/pgtest"
 )
 
@@ -128,4 +130,15 @@ func captureTriggers(t *testing.T, db *pgtest.DB, table string) map[string]uint3
 	}
 	require.NoError(t, rows.Err())
 	return out
+}
+
+// nodePool opens a pool on a node as the engine's, closed when the test ends.
+func nodePool(t *testing.T, url string) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := engine.NodePoolConfig(url)
+	require.NoError(t, err)
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	return pool
 }

@@ -104,7 +104,7 @@ func openEngine(ctx context.Context, cfg *config.Config, log *slog.Logger) (*eng
 	pools = append(pools, ctl)
 	nodes := map[string]*pgxpool.Pool{}
 	for _, name := range cfg.NodeNames {
-		p, err := openPool(ctx, "node "+name, cfg.Nodes[name].DSN)
+		p, err := openNodePool(ctx, name, cfg.Nodes[name].DSN)
 		if err != nil {
 			closeAll()
 			return nil, nil, err

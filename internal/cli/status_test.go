@@ -134,7 +134,7 @@ func TestStatusShowsPendingChangesAndLastRunPerSync(t *testing.T) {
 
 	cfg, err := config.Load(cfgPath, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	require.NoError(t, err)
-	eng := &engine.Engine{Config: cfg, Control: ctl.Pool, Nodes: map[string]*pgxpool.Pool{"crm": crm.Pool, "hubspot": hubspot.Pool}}
+	eng := &engine.Engine{Config: cfg, Control: ctl.Pool, Nodes: map[string]*pgxpool.Pool{"crm": nodePool(t, crm.URL), "hubspot": nodePool(t, hubspot.URL)}}
 	pulled, err := eng.Pull(ctx, "crm")
 	require.NoError(t, err)
 	require.EqualValues(t, 3, pulled.Rows)

@@ -117,10 +117,7 @@ func newBenchRigWith(b *testing.B, walCRM bool) *benchRig {
 		r.dbs[db] = role
 		require.NoError(b, c.CreateDB(ctx, db))
 		r.urls[name] = c.URL(db)
-		pool, err := pgxpool.New(ctx, r.urls[name])
-		require.NoError(b, err)
-		b.Cleanup(pool.Close)
-		pools[name] = pool
+		pools[name] = enginePool(b, r.urls[name]) // the nodes' are the engine's too
 	}
 	r.ctl, r.crm, r.hub = pools["CTL"], pools["CRM"], pools["HUB"]
 	r.exec(b, r.crm, crmDDL)

@@ -25,8 +25,9 @@ const DefaultWindow = 20000
 type Engine struct {
 	Config  *config.Config
 	Control *pgxpool.Pool
-	Nodes   map[string]*pgxpool.Pool // by node name
-	Logger  *slog.Logger
+	// Nodes are the node pools, by node name, opened with NodePoolConfig.
+	Nodes  map[string]*pgxpool.Pool
+	Logger *slog.Logger
 	// Window bounds the changes per side per run (DefaultWindow if 0); a
 	// run of an initial sync reads half as many rows of one side.
 	Window int
@@ -99,6 +100,43 @@ func (e *Engine) windowSize() int {
 	return DefaultWindow
 }
 
+// nodeSession is the settings of the engine's sessions on nodes: rows
+// render under them (timestamps with time zone in UTC, intervals in the
+// postgres style, floats exactly) as capture renders them (version 4) and
+// as the WAL stream does, whatever the applications' sessions use. A key
+// the engine reads back is then the key captured for the same row.
+var nodeSession = map[string]string{"TimeZone": "UTC", "IntervalStyle": "postgres", "extra_float_digits": "3"}
+
+// NodePoolConfig parses a node's DSN into a pool configuration whose
+// sessions have the settings the engine needs (see Engine.Nodes).
+func NodePoolConfig(dsn string) (*pgxpool.Config, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range nodeSession {
+		cfg.ConnConfig.RuntimeParams[k] = v
+	}
+	return cfg, nil
+}
+
+// checkSession fails unless the node pool's sessions have nodeSession's
+// settings: a pool opened otherwise would read keys back in another
+// rendering than capture's, and edits would miss their rows.
+func checkSession(ctx context.Context, node string, pool *pgxpool.Pool) error {
+	var tz, style, digits string
+	err := pool.QueryRow(ctx, `SELECT current_setting('TimeZone'), current_setting('IntervalStyle'), current_setting('extra_float_digits')`).
+		Scan(&tz, &style, &digits)
+	if err != nil {
+		return fmt.Errorf("node %s: reading session settings: %w", node, err)
+	}
+	if tz != nodeSession["TimeZone"] || style != nodeSession["IntervalStyle"] || digits != nodeSession["extra_float_digits"] {
+		return fmt.Errorf("node %s: the engine's sessions run with TimeZone %s, IntervalStyle %s, extra_float_digits %s; "+
+			"they need UTC, postgres and 3 (open node pools with engine.NodePoolConfig)", node, tz, style, digits)
+	}
+	return nil
+}
+
 // init reads the control database's identity and sets up one reader per
 // node. A failure (the control database unreachable, a cancelled context)
 // is not remembered: the next call tries again.
@@ -114,6 +152,9 @@ func (e *Engine) init(ctx context.Context) error {
 	}
 	readers := map[string]*nodeReader{}
 	for name, pool := range e.Nodes {
+		if err := checkSession(ctx, name, pool); err != nil {
+			return err
+		}
 		n := e.Config.Nodes[name]
 		if e.isWAL(name) {
 			keys := map[string][]string{}

@@ -99,11 +99,23 @@ func newRig(t *testing.T, yaml string, ddl map[string]string) *rig {
 			require.NoError(t, err)
 		}
 		conn.Close(ctx)
-		pools[name] = db.Pool
+		pools[name] = enginePool(t, db.URL)
 	}
 	r.eng = &engine.Engine{Config: cfg, Control: r.ctl.Pool, Nodes: pools, Logger: testLogger(t)}
 	t.Cleanup(r.eng.Close)
 	return r
+}
+
+// enginePool opens a pool on a node as the engine's (NodePoolConfig),
+// closed when the test ends.
+func enginePool(t testing.TB, url string) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := engine.NodePoolConfig(url)
+	require.NoError(t, err)
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	return pool
 }
 
 // slot is the replication slot of a wal node for this rig's control database.

@@ -48,10 +48,7 @@ func TestEngineRunsWithTheDocumentedGrants(t *testing.T) {
 		}
 		url := db.URLAs(role, "")
 		env[strings.ToUpper(map[string]string{"crm": "crm", "hubspot": "hub"}[name])] = url
-		pool, err := pgxpool.New(ctx, url)
-		require.NoError(t, err)
-		t.Cleanup(pool.Close)
-		pools[name], nodes[name] = pool, db
+		pools[name], nodes[name] = enginePool(t, url), db
 	}
 	cfg, err := config.Parse("tandem.yaml", []byte(contactsYAML("    match: [email]\n")), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	require.NoError(t, err)

@@ -1,4 +1,4 @@
--- tandem capture on node crm: version 0 -> 3
+-- tandem capture on node crm: version 0 -> 4
 BEGIN;
 CREATE SCHEMA tandem;
 CREATE TABLE tandem.capture_info (
@@ -285,7 +285,18 @@ BEGIN
 END
 $fn$;
 REVOKE ALL ON FUNCTION tandem.capture() FROM PUBLIC;
-UPDATE tandem.capture_info SET version = 3, upgraded_at = now();
+-- capture version 4 (0004_render_utc.sql)
+-- Tandem capture, version 4: the trigger renders rows under fixed settings,
+-- whatever the writing session's: timestamps with time zone in UTC,
+-- intervals in the postgres style, floats exactly. The same row written
+-- from sessions in different time zones then has the same keys and values
+-- in the queue, as the engine's own sessions and the WAL stream render it.
+-- (A function's SET applies while it runs only: the application's session
+-- keeps its own settings.)
+ALTER FUNCTION tandem.capture() SET "TimeZone" = 'UTC';
+ALTER FUNCTION tandem.capture() SET "IntervalStyle" = 'postgres';
+ALTER FUNCTION tandem.capture() SET extra_float_digits = 3;
+UPDATE tandem.capture_info SET version = 4, upgraded_at = now();
 CREATE TRIGGER tandem_capture_insert AFTER INSERT ON "public"."contacts" REFERENCING NEW TABLE AS tandem_new FOR EACH STATEMENT EXECUTE FUNCTION tandem.capture('id');
 CREATE TRIGGER tandem_capture_update AFTER UPDATE ON "public"."contacts" REFERENCING OLD TABLE AS tandem_old NEW TABLE AS tandem_new FOR EACH STATEMENT EXECUTE FUNCTION tandem.capture('id');
 CREATE TRIGGER tandem_capture_delete AFTER DELETE ON "public"."contacts" REFERENCING OLD TABLE AS tandem_old FOR EACH STATEMENT EXECUTE FUNCTION tandem.capture('id');
