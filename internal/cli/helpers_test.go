@@ -135,9 +135,7 @@ func captureTriggers(t *testing.T, db *pgtest.DB, table string) map[string]uint3
 // nodePool opens a pool on a node as the engine's, closed when the test ends.
 func nodePool(t *testing.T, url string) *pgxpool.Pool {
 	t.Helper()
-	cfg, err := engine.NodePoolConfig(url)
-	require.NoError(t, err)
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	pool, err := engine.OpenNodePool(context.Background(), url)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
 	return pool

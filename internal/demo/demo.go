@@ -197,11 +197,7 @@ func (d *demo) install(ctx context.Context) error {
 	d.eng = &engine.Engine{Config: d.cfg, Nodes: map[string]*pgxpool.Pool{},
 		Logger: slog.New(slog.NewTextHandler(d.out, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	for _, db := range []string{"control", "crm", "hubspot"} {
-		cfg, err := engine.NodePoolConfig(d.urls[db])
-		if err != nil {
-			return fmt.Errorf("connecting to %s: %w", db, err)
-		}
-		pool, err := pgxpool.NewWithConfig(ctx, cfg)
+		pool, err := engine.OpenNodePool(ctx, d.urls[db])
 		if err != nil {
 			return fmt.Errorf("connecting to %s: %w", db, err)
 		}

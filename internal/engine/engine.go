@@ -120,6 +120,15 @@ func NodePoolConfig(dsn string) (*pgxpool.Config, error) {
 	return cfg, nil
 }
 
+// OpenNodePool opens a pool on a node with NodePoolConfig.
+func OpenNodePool(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
+	cfg, err := NodePoolConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	return pgxpool.NewWithConfig(ctx, cfg)
+}
+
 // checkSession fails unless the node pool's sessions have nodeSession's
 // settings: a pool opened otherwise would read keys back in another
 // rendering than capture's, and edits would miss their rows.

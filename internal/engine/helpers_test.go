@@ -110,9 +110,7 @@ func newRig(t *testing.T, yaml string, ddl map[string]string) *rig {
 // closed when the test ends.
 func enginePool(t testing.TB, url string) *pgxpool.Pool {
 	t.Helper()
-	cfg, err := engine.NodePoolConfig(url)
-	require.NoError(t, err)
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	pool, err := engine.OpenNodePool(context.Background(), url)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
 	return pool
