@@ -180,15 +180,32 @@ func (s *side) keyOf(row Values) Values {
 
 func quoteLiteral(v string) string { return "'" + strings.ReplaceAll(v, "'", "''") + "'" }
 
-// fetchRows reads the current rows of the given keys (canonical key ->
-// row). Keys whose row is gone are absent.
+// fetchRows reads the current rows of the given keys, by the canonical
+// text of the key given. Keys whose row is gone are absent.
 func (s *side) fetchRows(ctx context.Context, q querier, keys []Values) (map[string]Values, error) {
-	out := map[string]Values{}
+	rows, err := s.rowsAt(ctx, q, keys)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]Values, len(keys))
+	for i, row := range rows {
+		if row != nil {
+			out[canonicalKey(keys[i])] = row
+		}
+	}
+	return out, nil
+}
+
+// rowsAt reads the rows of keys through q, in their order; nil where a row
+// is gone. The rows are matched to the keys by place, not by their key as
+// the row renders it, which a key given in another rendering would miss.
+func (s *side) rowsAt(ctx context.Context, q querier, keys []Values) ([]Values, error) {
+	out := make([]Values, len(keys))
 	if len(keys) == 0 {
 		return out, nil
 	}
-	sql := fmt.Sprintf(`SELECT to_jsonb(t) FROM jsonb_array_elements($1::jsonb) e
-		CROSS JOIN LATERAL jsonb_populate_record(NULL::%[1]s, e) k
+	sql := fmt.Sprintf(`SELECT e.ord, to_jsonb(t) FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY e(k, ord)
+		CROSS JOIN LATERAL jsonb_populate_record(NULL::%[1]s, e.k) k
 		JOIN %[1]s t ON %[2]s`, s.ident, s.keyJoin("t", "k"))
 	rows, err := q.Query(ctx, sql, encodeJSON(keys))
 	if err != nil {
@@ -196,17 +213,19 @@ func (s *side) fetchRows(ctx context.Context, q querier, keys []Values) (map[str
 	}
 	defer rows.Close()
 	for rows.Next() {
+		var ord int64
 		var b []byte
-		if err := rows.Scan(&b); err != nil {
+		if err := rows.Scan(&ord, &b); err != nil {
 			return nil, fmt.Errorf("node %s: reading rows of %s: %w", s.Node, s.Table, err)
 		}
-		row, err := decodeJSON(b)
-		if err != nil {
+		if out[ord-1], err = decodeFlat(b); err != nil {
 			return nil, fmt.Errorf("node %s: decoding a row of %s: %w", s.Node, s.Table, err)
 		}
-		out[s.keyText(row)] = row
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("node %s: reading rows of %s: %w", s.Node, s.Table, err)
+	}
+	return out, nil
 }
 
 // querier is what fetchRows needs: a pool, a connection or a transaction.

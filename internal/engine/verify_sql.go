@@ -146,39 +146,16 @@ func (s *side) checksums(ctx context.Context, sql string, keys []byte) (map[int6
 	return out, nil
 }
 
-// rowsOf reads the rows of keys, in their order; nil where a row is gone.
-// The rows are matched to the keys by place, not by their key as the row
-// renders it: that rendering changes with the session (a timestamptz key).
+// rowsOf reads the rows of keys, in their order (rowsAt), in a session
+// that renders them the same on every node (readStable).
 func (s *side) rowsOf(ctx context.Context, keys []Values) ([]Values, error) {
-	out := make([]Values, len(keys))
-	if len(keys) == 0 {
-		return out, nil
-	}
-	sql := fmt.Sprintf(`SELECT e.ord, to_jsonb(t) FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY e(k, ord)
-		CROSS JOIN LATERAL jsonb_populate_record(NULL::%[1]s, e.k) k
-		JOIN %[1]s t ON %[2]s`, s.ident, s.keyJoin("t", "k"))
+	var out []Values
 	err := s.readStable(ctx, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, sql, encodeJSON(keys))
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var ord int64
-			var b []byte
-			if err := rows.Scan(&ord, &b); err != nil {
-				return err
-			}
-			if out[ord-1], err = decodeFlat(b); err != nil {
-				return fmt.Errorf("decoding a row: %w", err)
-			}
-		}
-		return rows.Err()
+		var err error
+		out, err = s.rowsAt(ctx, tx, keys)
+		return err
 	})
-	if err != nil {
-		return nil, fmt.Errorf("node %s: reading rows of %s: %w", s.Node, s.Table, err)
-	}
-	return out, nil
+	return out, err
 }
 
 // readStable runs f in a read-only transaction on the side's node whose
