@@ -70,9 +70,9 @@ const DefaultVerifyListed = 10000
 // bucket's rows without another query.
 const verifyBucket = 100
 
-// recheckBatch is how many suspect rows are re-checked at once: suspects
+// DefaultRecheckRows is how many suspect rows are re-checked at once: suspects
 // never pile up past it, so memory stays bounded whatever the drift.
-const recheckBatch = 5000
+const DefaultRecheckRows = 5000
 
 // maxRechecks bounds the rounds of applying pending changes and comparing
 // again, for rows the application keeps changing.
@@ -89,6 +89,9 @@ type VerifyOptions struct {
 	ChunkRows int
 	// MaxListed bounds VerifyReport.Rows (DefaultVerifyListed if 0).
 	MaxListed int
+	// RecheckRows is how many suspects the walk keeps before it re-checks
+	// them (DefaultRecheckRows if 0).
+	RecheckRows int
 	// Progress, if set, is called after each chunk with the rows done and
 	// the rows known to be left to do so far (links first; a table walk,
 	// when one is needed, adds the table's rows).
@@ -168,12 +171,13 @@ func (r *VerifyReport) add(d Drift, listed int) {
 
 // verifier is one verify of one sync.
 type verifier struct {
-	r        *syncRun
-	chunk    int
-	listed   int
-	progress func(done, total int64)
-	rep      *VerifyReport
-	sums     [2]string // the checksum query of each side
+	r         *syncRun
+	chunk     int
+	listed    int
+	recheckAt int // suspects kept before a re-check
+	progress  func(done, total int64)
+	rep       *VerifyReport
+	sums      [2]string // the checksum query of each side
 	// present counts, by side, the rows linked pairs reached.
 	present     [2]int64
 	suspects    []pair
@@ -210,8 +214,11 @@ func (ps pairs) keyTexts() [2][]string {
 }
 
 func newVerifier(r *syncRun, opts VerifyOptions) (*verifier, error) {
-	v := &verifier{r: r, chunk: opts.ChunkRows, listed: opts.MaxListed, progress: opts.Progress,
+	v := &verifier{r: r, chunk: opts.ChunkRows, listed: opts.MaxListed, recheckAt: opts.RecheckRows, progress: opts.Progress,
 		rep: &VerifyReport{Sync: r.cfg.ID}}
+	if v.recheckAt <= 0 {
+		v.recheckAt = DefaultRecheckRows
+	}
 	if v.chunk <= 0 {
 		v.chunk = DefaultVerifyChunk
 	}

@@ -152,9 +152,10 @@ func TestVerifyFindsDrift(t *testing.T) {
 		drift(t, engine.DriftMissingOnTarget, id(2000), nil, 0),
 	}
 	slices.Sort(want)
-	for _, chunk := range []int{0, 7, 64} {
-		rep := r.verify("contacts", engine.VerifyOptions{ChunkRows: chunk})
-		require.Equal(t, want, drifts(t, rep), "chunk %d", chunk)
+	for _, opts := range []engine.VerifyOptions{{}, {ChunkRows: 7}, {ChunkRows: 64},
+		{ChunkRows: 7, RecheckRows: 1}, {ChunkRows: 3, RecheckRows: 2}} { // re-checks in the middle of the walk
+		rep := r.verify("contacts", opts)
+		require.Equal(t, want, drifts(t, rep), "%+v", opts)
 		require.Equal(t, [3]int64{2, 2, 3}, [3]int64{rep.MissingOnSource, rep.MissingOnTarget, rep.Differing})
 		require.Equal(t, int64(verifyRows+2), rep.Compared, "the links and the rows no link reaches")
 		require.Equal(t, int64(verifyRows), rep.SourceRows)
@@ -187,6 +188,19 @@ func TestVerifyAppliesPendingChangesBeforeCallingThemDrift(t *testing.T) {
 	require.Equal(t, []string{"Mary Changed"}, r.rows("crm", "SELECT full_name FROM contacts WHERE id = 7"))
 	r.idle("contacts")
 	require.True(t, r.verify("contacts", engine.VerifyOptions{}).Clean())
+
+	// Re-checked in the middle of the walk: the first chunk's three suspects
+	// are re-checked at once, and that catch-up syncs the new row before the
+	// walk reaches it, so it is never a suspect.
+	r.exec("crm", `UPDATE contacts SET phone = 'newer' WHERE id = 8`)
+	r.exec("crm", `DELETE FROM contacts WHERE id = 9`)
+	r.exec("crm", `INSERT INTO contacts (full_name, email) VALUES ('Latecomer', 'late@x.com')`)
+	r.exec("hubspot", `UPDATE hs_contacts SET lastname = 'Changed' WHERE email = 'person11@x.com'`)
+	rep = r.verify("contacts", engine.VerifyOptions{ChunkRows: 50, RecheckRows: 1})
+	require.True(t, rep.Clean(), "%+v", rep.Rows)
+	require.Equal(t, int64(3), rep.CaughtUp)
+	require.Equal(t, []string{"late@x.com"}, r.rows("hubspot", "SELECT email FROM hs_contacts WHERE email = 'late@x.com'"))
+	r.idle("contacts")
 }
 
 // Through a transform with no exact reverse, a bidirectional sync leaves

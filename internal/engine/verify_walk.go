@@ -78,7 +78,7 @@ func (v *verifier) compareChunk(ctx context.Context, c chunkSums) error {
 // once enough is kept.
 func (v *verifier) suspect(ctx context.Context, ps ...pair) error {
 	v.suspects = append(v.suspects, ps...)
-	if len(v.suspects) >= recheckBatch {
+	if len(v.suspects) >= v.recheckAt {
 		return v.recheck(ctx)
 	}
 	return nil
