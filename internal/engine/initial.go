@@ -462,8 +462,7 @@ func pairValue(f *mapping.Field, s mapping.Side, row Values) any {
 // trim, as mapping.Field.SQL writes them), the column as it is otherwise.
 func pairSQL(f *mapping.Field, col, t string) string {
 	q := t + "." + pgx.Identifier{col}.Sanitize()
-	switch f.Transform {
-	case config.TransformLowercase, config.TransformUppercase, config.TransformTrim:
+	if f.Normalises() {
 		if exprs, err := f.SQL(mapping.Source, []string{q}); err == nil {
 			return exprs[0]
 		}

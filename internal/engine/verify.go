@@ -277,15 +277,10 @@ func checksumValue(expr string, numeric bool) string {
 // yieldsNumeric reports whether f's SQL from side s computes a numeric:
 // the column of a rename when it is one, or to_number.
 func yieldsNumeric(f *mapping.Field, from mapping.Side, s *side) bool {
-	switch f.Transform {
-	case config.TransformRename:
+	if f.Transform == config.TransformRename {
 		return s.numeric[f.Columns(from)[0]]
-	case config.TransformToNumber:
-		return from == mapping.Source
-	case config.TransformToString:
-		return from == mapping.Target
 	}
-	return false
+	return f.SQLNumeric(from)
 }
 
 // verify walks the links, then the rows no link reaches, then re-checks

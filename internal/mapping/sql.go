@@ -64,6 +64,29 @@ func (f *Field) SQL(from Side, cols []string) ([]string, error) {
 	return cols, nil // rename
 }
 
+// SQLNumeric reports whether SQL from side from computes a numeric of its own (to_number),
+// rather than text or the column as it is (rename, and the reverse of the text
+// transforms: the column's own type).
+func (f *Field) SQLNumeric(from Side) bool {
+	switch f.Transform {
+	case config.TransformToNumber:
+		return from == Source
+	case config.TransformToString:
+		return from == Target
+	}
+	return false
+}
+
+// Normalises reports whether the field's transform normalises text from the source
+// (lowercase, uppercase, trim): a natural key compares through it on both sides.
+func (f *Field) Normalises() bool {
+	switch f.Transform {
+	case config.TransformLowercase, config.TransformUppercase, config.TransformTrim:
+		return true
+	}
+	return false
+}
+
 // paren wraps an expression so that a cast or a function applies to all of it.
 func paren(expr string) string { return "(" + expr + ")" }
 

@@ -83,8 +83,27 @@ func TestFieldSQLMatchesMap(t *testing.T) {
 				compared++
 			}
 			require.NotZero(t, compared, "Map took none of the values")
+			if tt.transform != config.TransformRename { // a rename's type is the column's
+				require.Equal(t, f.SQLNumeric(tt.from), sqlType(t, db, f, tt.from, tt.typ) == "numeric", "SQLNumeric")
+			}
 		})
 	}
+}
+
+// sqlType is the type of the field's first SQL expression from side from, over columns of typ.
+func sqlType(t *testing.T, db *pgtest.DB, f *Field, from Side, typ string) string {
+	t.Helper()
+	cols := f.Columns(from)
+	sel, refs := make([]string, len(cols)), make([]string, len(cols))
+	for i, c := range cols {
+		sel[i], refs[i] = fmt.Sprintf("NULL::%s AS %s", typ, c), "t."+c
+	}
+	exprs, err := f.SQL(from, refs)
+	require.NoError(t, err)
+	var out string
+	q := fmt.Sprintf("SELECT pg_typeof(%s)::text FROM (SELECT %s) t", exprs[0], strings.Join(sel, ", "))
+	require.NoError(t, db.Pool.QueryRow(context.Background(), q).Scan(&out), q)
+	return out
 }
 
 // runFieldSQL reads the values in as a row of the from-side columns of typ, and returns
