@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tandem-sync/tandem/internal/capture"
@@ -108,14 +109,19 @@ func (e *Engine) windowSize() int {
 var nodeSession = map[string]string{"TimeZone": "UTC", "IntervalStyle": "postgres", "extra_float_digits": "3"}
 
 // NodePoolConfig parses a node's DSN into a pool configuration whose
-// sessions have the settings the engine needs (see Engine.Nodes).
+// sessions have the settings the engine needs (see Engine.Nodes). Each
+// connection sets them once it is open, with set_config: a connection
+// pooler that refuses unknown startup parameters lets that through.
 func NodePoolConfig(dsn string) (*pgxpool.Config, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, err
 	}
-	for k, v := range nodeSession {
-		cfg.ConnConfig.RuntimeParams[k] = v
+	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, `SELECT set_config('TimeZone', $1, false), set_config('IntervalStyle', $2, false),
+			set_config('extra_float_digits', $3, false)`,
+			nodeSession["TimeZone"], nodeSession["IntervalStyle"], nodeSession["extra_float_digits"])
+		return err
 	}
 	return cfg, nil
 }
