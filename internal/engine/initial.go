@@ -134,6 +134,16 @@ func (e *Engine) Resync(ctx context.Context, id string) (Result, error) {
 // is finished first). It fails, naming the rows, when one natural key names
 // several rows of a side.
 func (r *syncRun) beginInitial(ctx context.Context) (bool, error) {
+	// A pending run goes first: no table scan for an initial sync that
+	// cannot begin yet (the sync's lock keeps it so until the UPDATE below).
+	var pending bool
+	if err := r.e.Control.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tandem.sync_state WHERE sync_id = $1 AND pending_run IS NOT NULL)`,
+		r.cfg.ID).Scan(&pending); err != nil {
+		return false, fmt.Errorf("control: reading the state of sync %s: %w", r.cfg.ID, err)
+	}
+	if pending {
+		return false, nil
+	}
 	if err := bothSides(func(s mapping.Side) error { return r.sides()[s].check(ctx) }); err != nil {
 		return false, err
 	}
