@@ -152,7 +152,11 @@ func (r *syncRun) missingConflicts(p *plan, to mapping.Side, ar *applyResult) {
 // read each side in (see filterSeen), kept with its links.
 func (r *syncRun) saveLinks(ctx context.Context, tx pgx.Tx, links [][2]string, unlinks [][2]Values, seen [2]string) error {
 	if len(unlinks) > 0 {
-		if err := r.deleteLinks(ctx, tx, unlinks); err != nil {
+		texts := make([][2]string, len(unlinks))
+		for i, u := range unlinks {
+			texts[i] = [2]string{canonicalKey(u[0]), canonicalKey(u[1])}
+		}
+		if err := r.deleteLinks(ctx, tx, pairsJSON(texts)); err != nil {
 			return fmt.Errorf("unlinking: %w", err)
 		}
 	}
@@ -178,23 +182,13 @@ func (r *syncRun) saveLinks(ctx context.Context, tx pgx.Tx, links [][2]string, u
 		}
 		return nil
 	}
-	pairs := make([][2]Values, 0, len(links))
-	for _, l := range links {
-		var pair [2]Values
-		var err error
-		for i := range l {
-			if pair[i], err = decodeFlat([]byte(l[i])); err != nil {
-				return fmt.Errorf("linking: key %s: %w", l[i], err)
-			}
-		}
-		pairs = append(pairs, pair)
-	}
 	// A re-created row replaces the link of the row it stands for.
+	pairs := pairsJSON(links)
 	if err := r.deleteLinks(ctx, tx, pairs); err != nil {
 		return fmt.Errorf("replacing links: %w", err)
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO tandem.links (sync_id, source_key, target_key)
-		SELECT $1, l.s, l.t FROM jsonb_to_recordset($2::jsonb) l(s jsonb, t jsonb)`, r.cfg.ID, pairsJSON(pairs)); err != nil {
+		SELECT $1, l.s, l.t FROM jsonb_to_recordset($2::jsonb) l(s jsonb, t jsonb)`, r.cfg.ID, pairs); err != nil {
 		return fmt.Errorf("linking: %w", err)
 	}
 	return nil
@@ -216,26 +210,27 @@ func (r *syncRun) saveSeen(ctx context.Context, tx pgx.Tx, sourceKeys []string, 
 	return nil
 }
 
-// deleteLinks removes the links of either key of each pair: one DELETE per
-// side, each an index lookup per pair (an OR of the two would compare every
-// link with every pair).
-func (r *syncRun) deleteLinks(ctx context.Context, tx pgx.Tx, pairs [][2]Values) error {
-	b := pairsJSON(pairs)
+// deleteLinks removes the links of either key of each pair (pairsJSON):
+// one DELETE per side, each an index lookup per pair (an OR of the two
+// would compare every link with every pair).
+func (r *syncRun) deleteLinks(ctx context.Context, tx pgx.Tx, pairs []byte) error {
 	if _, err := tx.Exec(ctx, `DELETE FROM tandem.links k USING jsonb_to_recordset($2::jsonb) l(s jsonb, t jsonb)
-		WHERE k.sync_id = $1 AND k.source_key = l.s`, r.cfg.ID, b); err != nil {
+		WHERE k.sync_id = $1 AND k.source_key = l.s`, r.cfg.ID, pairs); err != nil {
 		return err
 	}
 	_, err := tx.Exec(ctx, `DELETE FROM tandem.links k USING jsonb_to_recordset($2::jsonb) l(s jsonb, t jsonb)
-		WHERE k.sync_id = $1 AND k.target_key = l.t`, r.cfg.ID, b)
+		WHERE k.sync_id = $1 AND k.target_key = l.t`, r.cfg.ID, pairs)
 	return err
 }
 
-func pairsJSON(pairs [][2]Values) []byte {
-	out := make([]map[string]Values, len(pairs))
-	for i, p := range pairs {
-		out[i] = map[string]Values{"s": p[0], "t": p[1]}
-	}
-	return encodeJSON(out)
+// pairsJSON renders pairs of key texts (canonical JSON, as canonicalKey
+// writes them) as a JSON array of {"s": source key, "t": target key}.
+func pairsJSON(pairs [][2]string) []byte {
+	return appendArray(nil, pairs, func(b []byte, p [2]string) []byte {
+		b = append(append(b, `{"s":`...), p[0]...)
+		b = append(append(b, `,"t":`...), p[1]...)
+		return append(b, '}')
+	})
 }
 
 func (r *syncRun) saveConflicts(ctx context.Context, tx pgx.Tx, runID int64, p *plan) error {
