@@ -101,12 +101,16 @@ func (e *Engine) windowSize() int {
 	return DefaultWindow
 }
 
-// nodeSession is the settings of the engine's sessions on nodes: rows
-// render under them (timestamps with time zone in UTC, intervals in the
-// postgres style, floats exactly) as capture renders them (version 4) and
-// as the WAL stream does, whatever the applications' sessions use. A key
-// the engine reads back is then the key captured for the same row.
-var nodeSession = map[string]string{"TimeZone": "UTC", "IntervalStyle": "postgres", "extra_float_digits": "3"}
+// The settings of the engine's sessions on nodes: rows render under them
+// (timestamps with time zone in UTC, intervals in the postgres style,
+// floats exactly) as capture renders them (version 4) and as the WAL
+// stream does, whatever the applications' sessions use. A key the engine
+// reads back is then the key captured for the same row.
+const (
+	sessionTimeZone      = "UTC"
+	sessionIntervalStyle = "postgres"
+	sessionFloatDigits   = "3"
+)
 
 // NodePoolConfig parses a node's DSN into a pool configuration whose
 // sessions have the settings the engine needs (see Engine.Nodes). Each
@@ -120,7 +124,7 @@ func NodePoolConfig(dsn string) (*pgxpool.Config, error) {
 	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
 		_, err := conn.Exec(ctx, `SELECT set_config('TimeZone', $1, false), set_config('IntervalStyle', $2, false),
 			set_config('extra_float_digits', $3, false)`,
-			nodeSession["TimeZone"], nodeSession["IntervalStyle"], nodeSession["extra_float_digits"])
+			sessionTimeZone, sessionIntervalStyle, sessionFloatDigits)
 		return err
 	}
 	return cfg, nil
@@ -135,7 +139,7 @@ func OpenNodePool(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 	return pgxpool.NewWithConfig(ctx, cfg)
 }
 
-// checkSession fails unless the node pool's sessions have nodeSession's
+// checkSession fails unless the node pool's sessions have the engine's
 // settings: a pool opened otherwise would read keys back in another
 // rendering than capture's, and edits would miss their rows.
 func checkSession(ctx context.Context, node string, pool *pgxpool.Pool) error {
@@ -145,9 +149,10 @@ func checkSession(ctx context.Context, node string, pool *pgxpool.Pool) error {
 	if err != nil {
 		return fmt.Errorf("node %s: reading session settings: %w", node, err)
 	}
-	if tz != nodeSession["TimeZone"] || style != nodeSession["IntervalStyle"] || digits != nodeSession["extra_float_digits"] {
+	if tz != sessionTimeZone || style != sessionIntervalStyle || digits != sessionFloatDigits {
 		return fmt.Errorf("node %s: the engine's sessions run with TimeZone %s, IntervalStyle %s, extra_float_digits %s; "+
-			"they need UTC, postgres and 3 (open node pools with engine.NodePoolConfig)", node, tz, style, digits)
+			"they need %s, %s and %s (open node pools with engine.NodePoolConfig)",
+			node, tz, style, digits, sessionTimeZone, sessionIntervalStyle, sessionFloatDigits)
 	}
 	return nil
 }

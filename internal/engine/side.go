@@ -185,7 +185,7 @@ func quoteLiteral(v string) string { return "'" + strings.ReplaceAll(v, "'", "''
 func (s *side) fetchRows(ctx context.Context, q querier, keys []Values) (map[string]Values, error) {
 	rows, err := s.rowsAt(ctx, q, keys)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("node %s: reading rows of %s: %w", s.Node, s.Table, err)
 	}
 	out := make(map[string]Values, len(keys))
 	for i, row := range rows {
@@ -197,7 +197,7 @@ func (s *side) fetchRows(ctx context.Context, q querier, keys []Values) (map[str
 }
 
 // rowsAt reads the rows of keys through q, in their order; nil where a row
-// is gone. The rows are matched to the keys by place, not by their key as
+// is gone. Its callers name the node and table in its errors. The rows are matched to the keys by place, not by their key as
 // the row renders it, which a key given in another rendering would miss.
 func (s *side) rowsAt(ctx context.Context, q querier, keys []Values) ([]Values, error) {
 	out := make([]Values, len(keys))
@@ -209,23 +209,20 @@ func (s *side) rowsAt(ctx context.Context, q querier, keys []Values) ([]Values, 
 		JOIN %[1]s t ON %[2]s`, s.ident, s.keyJoin("t", "k"))
 	rows, err := q.Query(ctx, sql, encodeJSON(keys))
 	if err != nil {
-		return nil, fmt.Errorf("node %s: reading rows of %s: %w", s.Node, s.Table, err)
+		return nil, err
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var ord int64
 		var b []byte
 		if err := rows.Scan(&ord, &b); err != nil {
-			return nil, fmt.Errorf("node %s: reading rows of %s: %w", s.Node, s.Table, err)
+			return nil, err
 		}
 		if out[ord-1], err = decodeFlat(b); err != nil {
-			return nil, fmt.Errorf("node %s: decoding a row of %s: %w", s.Node, s.Table, err)
+			return nil, fmt.Errorf("decoding a row: %w", err)
 		}
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("node %s: reading rows of %s: %w", s.Node, s.Table, err)
-	}
-	return out, nil
+	return out, rows.Err()
 }
 
 // querier is what fetchRows needs: a pool, a connection or a transaction.

@@ -256,9 +256,9 @@ func (v *verifier) mappedColumns() ([2][]string, error) {
 		for _, x := range exprs {
 			out[from] = append(out[from], checksumValue(x, numeric))
 		}
-		to := sides[from.Other()]
-		for i, ref := range columnRefs("t", f.Columns(from.Other())) {
-			out[from.Other()] = append(out[from.Other()], checksumValue(ref, to.numeric[f.Columns(from.Other())[i]]))
+		to, cols := sides[from.Other()], f.Columns(from.Other())
+		for i, ref := range columnRefs("t", cols) {
+			out[to.Which] = append(out[to.Which], checksumValue(ref, to.numeric[cols[i]]))
 		}
 	}
 	return out, nil

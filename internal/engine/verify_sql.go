@@ -155,7 +155,10 @@ func (s *side) rowsOf(ctx context.Context, keys []Values) ([]Values, error) {
 		out, err = s.rowsAt(ctx, tx, keys)
 		return err
 	})
-	return out, err
+	if err != nil {
+		return nil, fmt.Errorf("node %s: reading rows of %s: %w", s.Node, s.Table, err)
+	}
+	return out, nil
 }
 
 // readStable runs f in a read-only transaction on the side's node whose

@@ -273,11 +273,10 @@ type stream struct {
 	inTxn  bool
 	at     time.Time
 	origin *string
-	xid    uint64 // its full (xid8) transaction id
-	// xidRef is a full transaction id of the node near the ones the stream
-	// sends (its last transaction's): pgoutput sends 32-bit ids, widened
-	// against it (see widenXid).
-	xidRef uint64
+	// xid is its full (xid8) transaction id; before the first, the node's
+	// next one. pgoutput sends 32-bit ids: each is widened against the last
+	// (widenXid).
+	xid uint64
 
 	// The control transaction being filled, if any.
 	tx        pgx.Tx
@@ -299,7 +298,7 @@ func (s *stream) run(ctx context.Context) error {
 	if err := s.loadCursor(ctx); err != nil {
 		return err
 	}
-	if err := r.NodeDB.QueryRow(ctx, "SELECT pg_snapshot_xmax(pg_current_snapshot())").Scan(&s.xidRef); err != nil {
+	if err := r.NodeDB.QueryRow(ctx, "SELECT pg_snapshot_xmax(pg_current_snapshot())").Scan(&s.xid); err != nil {
 		return r.wrap("reading the next transaction id", err)
 	}
 	cfg := r.NodeDB.Config().ConnConfig.Config.Copy()
@@ -460,8 +459,7 @@ func (s *stream) message(ctx context.Context, data []byte) error {
 	switch m := m.(type) {
 	case *pglogrepl.BeginMessage:
 		s.inTxn, s.at, s.origin = true, m.CommitTime, nil
-		s.xid = widenXid(s.xidRef, m.Xid)
-		s.xidRef = s.xid
+		s.xid = widenXid(s.xid, m.Xid)
 	case *pglogrepl.LogicalDecodingMessage:
 		switch {
 		case m.Transactional && m.Prefix == capture.OriginPrefix:
