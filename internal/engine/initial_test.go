@@ -171,20 +171,24 @@ func TestInitialSyncResumesAfterCancellation(t *testing.T) {
 
 // itemsYAML is a sync of items between crm and hubspot whose keys (sku)
 // are mapped to each other, with extra lines before its fields.
-func itemsYAML(extra string) string {
-	return `control: ${CTL}
+func itemsYAML(extra string) string { return sameTableYAML("items", extra, "sku", "name", "qty") }
+
+// sameTableYAML is a sync of the same-named table between public.table on crm and on hubspot,
+// each column renamed to itself, with extra lines before its fields.
+func sameTableYAML(table, extra string, cols ...string) string {
+	yaml := `control: ${CTL}
 nodes:
   crm: { dsn: "${CRM}" }
   hubspot: { dsn: "${HUB}" }
 syncs:
-  - id: items
-    source: { node: crm, table: public.items }
-    target: { node: hubspot, table: public.items }
-` + extra + `    fields:
-      - { source: sku, target: sku }
-      - { source: name, target: name }
-      - { source: qty, target: qty }
-`
+  - id: ` + table + `
+    source: { node: crm, table: public.` + table + ` }
+    target: { node: hubspot, table: public.` + table + ` }
+` + extra + "    fields:\n"
+	for _, c := range cols {
+		yaml += "      - { source: " + c + ", target: " + c + " }\n"
+	}
+	return yaml
 }
 
 func TestInitialSyncPairsByMappedKey(t *testing.T) {

@@ -16,20 +16,7 @@ import (
 func TestKeysWrittenInAnyTimeZoneMatch(t *testing.T) {
 	t.Parallel()
 	const ddl = `CREATE TABLE events (id bigint, at timestamptz, name text, PRIMARY KEY (id, at))`
-	yaml := `control: ${CTL}
-nodes:
-  crm: { dsn: "${CRM}" }
-  hubspot: { dsn: "${HUB}" }
-syncs:
-  - id: events
-    source: { node: crm, table: public.events }
-    target: { node: hubspot, table: public.events }
-    fields:
-      - { source: id, target: id }
-      - { source: at, target: at }
-      - { source: name, target: name }
-`
-	r := newRig(t, yaml, map[string]string{"crm": ddl, "hubspot": ddl})
+	r := newRig(t, sameTableYAML("events", "", "id", "at", "name"), map[string]string{"crm": ddl, "hubspot": ddl})
 	inZone := func(node, zone, sql string) {
 		r.exec(node, "BEGIN; SET LOCAL TimeZone = '"+zone+"'; "+sql+"; COMMIT")
 	}
