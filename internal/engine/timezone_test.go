@@ -2,8 +2,10 @@ package engine_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-sync/tandem/internal/engine"
@@ -17,6 +19,12 @@ func TestKeysWrittenInAnyTimeZoneMatch(t *testing.T) {
 	t.Parallel()
 	const ddl = `CREATE TABLE events (id bigint, at timestamptz, name text, PRIMARY KEY (id, at))`
 	r := newRig(t, sameTableYAML("events", "", "id", "at", "name"), map[string]string{"crm": ddl, "hubspot": ddl})
+	// Neither node's own default is UTC: the engine's sessions must set it.
+	for node, zone := range map[string]string{"crm": "Asia/Kolkata", "hubspot": "America/Sao_Paulo"} {
+		r.exec(node, fmt.Sprintf("ALTER DATABASE %s SET TimeZone = '%s'", pgx.Identifier{r.nodes[node].Name}.Sanitize(), zone))
+		r.nodes[node].Pool.Reset()
+		r.eng.Nodes[node].Reset()
+	}
 	inZone := func(node, zone, sql string) {
 		r.exec(node, "BEGIN; SET LOCAL TimeZone = '"+zone+"'; "+sql+"; COMMIT")
 	}
