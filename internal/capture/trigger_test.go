@@ -166,3 +166,32 @@ func TestCompositeKeyAndCapturedMetadata(t *testing.T) {
 	require.Equal(t, xid, gotXid)
 	require.True(t, fresh)
 }
+
+// Capture renders a row under fixed settings (version 4), whatever the
+// writing session's: the same row written from sessions with other time
+// zones, interval styles and float digits is captured alike, as to_jsonb
+// renders it in UTC with the postgres interval style and exact floats.
+func TestCaptureRendersRowsAlikeWhateverTheSession(t *testing.T) {
+	t.Parallel()
+	db := pgtestDBWith(t, `CREATE TABLE public.readings (id int, at timestamptz, took interval, v float8, PRIMARY KEY (id, at))`)
+	install(t, db, tableRef("readings"))
+	const row = `(1, '2024-05-01 10:00:00+00', '1 day 02:03:04.5', 0.1::float8 + 0.2::float8)`
+	for _, session := range []string{
+		"SET LOCAL TimeZone = 'UTC'; SET LOCAL IntervalStyle = 'postgres'; SET LOCAL extra_float_digits = 3",
+		"SET LOCAL TimeZone = 'Asia/Tokyo'; SET LOCAL IntervalStyle = 'sql_standard'; SET LOCAL extra_float_digits = -5",
+	} {
+		db.Exec(t, "BEGIN; "+session+"; INSERT INTO readings VALUES "+row+"; COMMIT")
+		db.Exec(t, "BEGIN; "+session+"; DELETE FROM readings; COMMIT")
+	}
+	got := drainQueue(t, db)
+	require.Len(t, got, 4)
+	want := map[string]any{"id": num(1), "at": "2024-05-01T10:00:00+00:00", "took": "1 day 02:03:04.5", "v": 0.30000000000000004}
+	for i, c := range got {
+		vals := c.New
+		if c.Op == "delete" {
+			vals = c.Old
+		}
+		require.Equal(t, want, vals, "change %d (%s)", i, c.Op)
+		require.Equal(t, map[string]any{"id": num(1), "at": "2024-05-01T10:00:00+00:00"}, c.Keys, "change %d", i)
+	}
+}
