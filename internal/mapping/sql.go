@@ -3,8 +3,6 @@ package mapping
 import (
 	"fmt"
 	"strings"
-
-	"github.com/tandem-sync/tandem/internal/config"
 )
 
 // SQL versions of the transforms, for comparing two tables inside their databases
@@ -38,54 +36,41 @@ func (f *Field) SQL(from Side, cols []string) ([]string, error) {
 	if len(cols) != len(f.Columns(from)) {
 		return nil, &FieldError{Field: f, Reason: fmt.Sprintf("SQL of %d columns given for %d", len(cols), len(f.Columns(from)))}
 	}
-	forward := from == Source
-	c := cols[0]
-	switch f.Transform {
-	case config.TransformUppercase, config.TransformLowercase, config.TransformTrim:
-		if !forward {
-			return cols, nil // no declared reverse: identity
-		}
-		fn := map[string]string{config.TransformUppercase: "upper", config.TransformLowercase: "lower", config.TransformTrim: "btrim"}[f.Transform]
-		if fn == "btrim" {
-			return []string{fmt.Sprintf("btrim(%s::text, %s)", paren(c), sqlSpace)}, nil
-		}
-		return []string{fmt.Sprintf("%s(%s::text)", fn, paren(c))}, nil
-	case config.TransformToNumber, config.TransformToString:
-		if forward == (f.Transform == config.TransformToNumber) {
-			return []string{sqlToNumber(c)}, nil
-		}
-		return []string{sqlText(c)}, nil
-	case config.TransformSplitName:
-		if forward {
-			return sqlSplitName(c), nil
-		}
-		return []string{sqlJoinName(cols)}, nil
+	t := transforms[f.Transform]
+	if from == Source {
+		return t.sqlForward(cols), nil
 	}
-	return cols, nil // rename
+	return t.sqlReverse(cols), nil
 }
 
 // SQLNumeric reports whether SQL from side from computes a numeric of its own (to_number),
 // rather than text or the column as it is (rename, and the reverse of the text
 // transforms: the column's own type).
-func (f *Field) SQLNumeric(from Side) bool {
-	switch f.Transform {
-	case config.TransformToNumber:
-		return from == Source
-	case config.TransformToString:
-		return from == Target
-	}
-	return false
-}
+func (f *Field) SQLNumeric(from Side) bool { return transforms[f.Transform].numeric[from] }
 
 // Normalises reports whether the field's transform normalises text from the source
 // (lowercase, uppercase, trim): a natural key compares through it on both sides.
-func (f *Field) Normalises() bool {
-	switch f.Transform {
-	case config.TransformLowercase, config.TransformUppercase, config.TransformTrim:
-		return true
-	}
-	return false
+func (f *Field) Normalises() bool { return transforms[f.Transform].normalises }
+
+// sqlConvert is a transform in one direction as SQL: the other side's column
+// expressions from the from side's, each in column order.
+type sqlConvert func(cols []string) []string
+
+// sqlIdentity is rename, and the reverse of a transform that declares none.
+func sqlIdentity(cols []string) []string { return cols }
+
+// sqlOne lifts a one-column expression.
+func sqlOne(fn func(c string) string) sqlConvert {
+	return func(cols []string) []string { return []string{fn(cols[0])} }
 }
+
+// sqlFunc is a text function of one column (upper, lower).
+func sqlFunc(name string) sqlConvert {
+	return sqlOne(func(c string) string { return fmt.Sprintf("%s(%s::text)", name, paren(c)) })
+}
+
+// sqlTrim is trim: ASCII whitespace off both ends.
+func sqlTrim(c string) string { return fmt.Sprintf("btrim(%s::text, %s)", paren(c), sqlSpace) }
 
 // paren wraps an expression so that a cast or a function applies to all of it.
 func paren(expr string) string { return "(" + expr + ")" }
@@ -105,7 +90,8 @@ func sqlToNumber(c string) string {
 // without its leading whitespace; NULL for a part that is empty. Whitespace is turned
 // into spaces (translate keeps every character's place) so that split_part finds the
 // first of any kind, without a regular expression, which costs several times more.
-func sqlSplitName(c string) []string {
+func sqlSplitName(cols []string) []string {
+	c := cols[0]
 	s := fmt.Sprintf("btrim(%s::text, %s)", paren(c), sqlSpace)
 	first := fmt.Sprintf(`split_part(translate(%s, E'\t\n\r\x0b\f', '     '), ' ', 1)`, s)
 	return []string{
@@ -116,10 +102,10 @@ func sqlSplitName(c string) []string {
 
 // sqlJoinName is split_name's reverse: the trimmed parts that are not empty, joined with
 // one space; NULL when there are none.
-func sqlJoinName(cols []string) string {
+func sqlJoinName(cols []string) []string {
 	parts := make([]string, len(cols))
 	for i, c := range cols {
 		parts[i] = fmt.Sprintf("NULLIF(btrim(%s::text, %s), '')", paren(c), sqlSpace)
 	}
-	return "NULLIF(concat_ws(' ', " + strings.Join(parts, ", ") + "), '')"
+	return []string{"NULLIF(concat_ws(' ', " + strings.Join(parts, ", ") + "), '')"}
 }

@@ -22,21 +22,36 @@ type badValue struct {
 // values, in column order.
 type convert func(in []any) ([]any, *badValue)
 
-// transform is what one transform does in each direction.
+// transform is what one transform does in each direction, in Go and in SQL (sql.go).
 type transform struct {
 	targets int // target columns for its one source column
 	forward convert
 	reverse convert // identity when the transform declares no reverse (a DESIGN.md contract)
+	// sqlForward and sqlReverse are forward and reverse as SQL expressions over the
+	// from side's column expressions.
+	sqlForward, sqlReverse sqlConvert
+	// numeric: which direction's SQL computes a numeric of its own (to_number), by the
+	// side it maps from.
+	numeric [2]bool
+	// normalises: forward normalises text (case, whitespace), and a natural key compares
+	// through it on both sides.
+	normalises bool
 }
 
 var transforms = map[string]transform{
-	config.TransformRename:    {1, identity, identity},
-	config.TransformUppercase: {1, text(config.TransformUppercase, strings.ToUpper), identity},
-	config.TransformLowercase: {1, text(config.TransformLowercase, strings.ToLower), identity},
-	config.TransformTrim:      {1, text(config.TransformTrim, strings.TrimSpace), identity},
-	config.TransformToNumber:  {1, scalar(toNumber), scalar(toString)},
-	config.TransformToString:  {1, scalar(toString), scalar(toNumber)},
-	config.TransformSplitName: {2, splitName, joinName},
+	config.TransformRename: {targets: 1, forward: identity, reverse: identity, sqlForward: sqlIdentity, sqlReverse: sqlIdentity},
+	config.TransformUppercase: {targets: 1, forward: text(config.TransformUppercase, strings.ToUpper), reverse: identity,
+		sqlForward: sqlFunc("upper"), sqlReverse: sqlIdentity, normalises: true},
+	config.TransformLowercase: {targets: 1, forward: text(config.TransformLowercase, strings.ToLower), reverse: identity,
+		sqlForward: sqlFunc("lower"), sqlReverse: sqlIdentity, normalises: true},
+	config.TransformTrim: {targets: 1, forward: text(config.TransformTrim, strings.TrimSpace), reverse: identity,
+		sqlForward: sqlOne(sqlTrim), sqlReverse: sqlIdentity, normalises: true},
+	config.TransformToNumber: {targets: 1, forward: scalar(toNumber), reverse: scalar(toString),
+		sqlForward: sqlOne(sqlToNumber), sqlReverse: sqlOne(sqlText), numeric: [2]bool{Source: true}},
+	config.TransformToString: {targets: 1, forward: scalar(toString), reverse: scalar(toNumber),
+		sqlForward: sqlOne(sqlText), sqlReverse: sqlOne(sqlToNumber), numeric: [2]bool{Target: true}},
+	config.TransformSplitName: {targets: 2, forward: splitName, reverse: joinName,
+		sqlForward: sqlSplitName, sqlReverse: sqlJoinName},
 }
 
 // converter returns the field's conversion from side from, or why the field cannot be
