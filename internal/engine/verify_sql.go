@@ -199,19 +199,14 @@ func (s *side) keyPage(ctx context.Context, after []byte, n int) ([][]byte, erro
 	return out, nil
 }
 
-// jsonArray joins raw JSON values into a JSON array.
+// jsonArray joins raw JSON values into a JSON array ([] for none).
 func jsonArray(vals [][]byte) []byte {
 	n := 2
 	for _, v := range vals {
 		n += len(v) + 1
 	}
-	b := make([]byte, 0, n)
-	b = append(b, '[')
-	for i, v := range vals {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, v...)
+	if vals == nil {
+		vals = [][]byte{}
 	}
-	return append(b, ']')
+	return appendArray(make([]byte, 0, n), vals, func(b, v []byte) []byte { return append(b, v...) })
 }
