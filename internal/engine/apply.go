@@ -137,7 +137,7 @@ func (r *syncRun) applyOnce(ctx context.Context, s *side, w window, writes []*wr
 	// in the statement that records the apply: one round trip for both.
 	var doc []byte
 	if s.marked && len(res.wrote) > 0 {
-		if m := marker(writes, res, r.seeding); len(m.Writes) > 0 {
+		if m := marker(writes, res, r.seeding, s.Key); len(m.Writes) > 0 {
 			doc = encodeJSON(m)
 		}
 	}
@@ -419,14 +419,18 @@ type markerDoc struct {
 }
 
 // marker lists what an apply wrote, for the marker row that stands for the
-// per-row echoes of its writes. In an initial sync the rows it creates are
-// not listed: an insert's echo only matters to an application write to the
-// same row before it (a write the insert overwrote), and a row the initial
-// sync creates has a key nothing wrote before (drawn from its sequence, or
-// refused by its unique index). Application writes after it are changes
-// of a row that existed, with or without the echo before them.
-func marker(writes []*write, res *applyResult, seeding bool) markerDoc {
-	if seeding && !slices.ContainsFunc(writes, func(w *write) bool { return w.Kind != "insert" }) {
+// per-row echoes of its writes. In an initial sync a row it creates under
+// a key it did not write (a key column drawn from its sequence or default)
+// is not listed: an insert's echo only matters to application writes to
+// the same key before it, and that key is new. A key the sync writes (one
+// mapped from the other side) may have been inserted and deleted by an
+// application since the chunk read the table: the echo keeps those two
+// from streaming as a delete of the row the sync created.
+func marker(writes []*write, res *applyResult, seeding bool, key []string) markerDoc {
+	unlisted := func(w *write) bool {
+		return seeding && w.Kind == "insert" && !hasAll(w.Vals, key)
+	}
+	if !slices.ContainsFunc(writes, func(w *write) bool { return !unlisted(w) }) {
 		return markerDoc{}
 	}
 	byRef := make(map[string]*write, len(writes))
@@ -443,7 +447,7 @@ func marker(writes []*write, res *applyResult, seeding bool) markerDoc {
 		if w == nil {
 			continue
 		}
-		if w.Kind == "insert" && seeding {
+		if unlisted(w) {
 			continue
 		}
 		m := marked{Op: w.Kind, Vals: w.Vals, Key: json.RawMessage(ref)} // an update's or delete's ref is its key

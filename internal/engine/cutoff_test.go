@@ -78,12 +78,18 @@ func TestApplyWaitsForAnEarlierAttemptStillCommitting(t *testing.T) {
 // would; it rolls back when the test ends unless committed first.
 func (r *rig) holdApplyLock(node, side string) pgx.Tx {
 	r.t.Helper()
+	return r.holdSyncApplyLock("contacts", node, side)
+}
+
+// holdSyncApplyLock is holdApplyLock for the sync named id.
+func (r *rig) holdSyncApplyLock(id, node, side string) pgx.Tx {
+	r.t.Helper()
 	ctx := context.Background()
 	tx, err := r.nodes[node].Pool.Begin(ctx)
 	require.NoError(r.t, err)
 	r.t.Cleanup(func() { tx.Rollback(ctx) })
-	_, err = tx.Exec(ctx, `SELECT set_config('tandem.origin', 'contacts', true),
-		pg_advisory_xact_lock(hashtext('tandem.apply'), hashtext('contacts/' || $1))`, side)
+	_, err = tx.Exec(ctx, `SELECT set_config('tandem.origin', $2, true),
+		pg_advisory_xact_lock(hashtext('tandem.apply'), hashtext($2 || '/' || $1))`, side, id)
 	require.NoError(r.t, err)
 	return tx
 }

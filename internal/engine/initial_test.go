@@ -419,6 +419,31 @@ func TestInitialSyncDoesNotReplayWhatItRead(t *testing.T) {
 	}
 }
 
+// A row the initial sync creates under a key it writes (sku, mapped from
+// the source) whose key an application inserted and deleted on that side
+// after the chunk read it and before the chunk's apply: the insert and the
+// delete stream after it and come before the sync's own insert, so they
+// are no delete of the row the sync created, and the source row stays.
+func TestInitialSyncInsertAfterAnApplicationInsertAndDelete(t *testing.T) {
+	r := chunkedItemsRig(t, func(*rig) {})
+	r.eng.Progress = nil
+	held := r.holdSyncApplyLock("items", "hubspot", "target")
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.eng.RunSync(context.Background(), "items", "manual")
+		done <- err
+	}()
+	r.waitForAdvisoryLock("hubspot", "the first chunk's apply never waited for the lock")
+	r.exec("hubspot", `INSERT INTO items VALUES ('s100', 'app', 0)`)
+	r.exec("hubspot", `DELETE FROM items WHERE sku = 's100'`)
+	require.NoError(t, held.Rollback(context.Background()))
+	require.NoError(t, <-done)
+	r.run("items")
+	require.Equal(t, []string{"item 100"}, r.rows("crm", `SELECT name FROM items WHERE sku = 's100'`))
+	require.Equal(t, r.rows("crm", `SELECT sku, name, qty FROM items ORDER BY sku`), r.rows("hubspot", `SELECT sku, name, qty FROM items ORDER BY sku`))
+	r.idle("items")
+}
+
 // A natural key compared after trim pairs a value that ends in v (the SQL
 // that trims must not take E'\v' for a v).
 func TestInitialSyncPairsATrimmedNaturalKey(t *testing.T) {
