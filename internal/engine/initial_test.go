@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -69,6 +70,13 @@ func TestInitialSyncSettlesEachStrategy(t *testing.T) {
 			require.Equal(t, 10500, r.nodeInt("crm", `SELECT count(*) FROM contacts`))
 			require.Equal(t, 10500, r.nodeInt("hubspot", `SELECT count(*) FROM hs_contacts`))
 			require.Equal(t, 30, r.ctlInt(`SELECT count(*) FROM tandem.sync_conflicts WHERE kind = 'insert_insert'`))
+			lost := map[string]string{ // every overwritten phone is recorded (invariant 3)
+				"source_wins": `lost #>> '{target,phone_number}' LIKE 'hub%'`,
+				"target_wins": `lost #>> '{source,phone}' LIKE 'p%'`,
+				"latest_wins": `lost #>> '{source,phone}' LIKE 'p%'`,
+				"manual":      `lost IS NULL AND status = 'open'`,
+			}[strategy]
+			require.Equal(t, 30, r.ctlInt(`SELECT count(*) FROM tandem.sync_conflicts WHERE kind = 'insert_insert' AND `+lost))
 			require.Equal(t, 10500, r.ctlInt(`SELECT count(*) FROM tandem.links`))
 			require.NotZero(t, r.ctlInt(`SELECT count(*) FROM tandem.sync_runs WHERE trigger = 'initial'`))
 
@@ -500,9 +508,23 @@ func TestResyncDoesNotReplayWhatItRead(t *testing.T) {
 // compares: before the sync's first run, that is its initial sync. It
 // used to start the sync without one, and no later run made it.
 func TestVerifyBeforeTheFirstRunDoesTheInitialSync(t *testing.T) {
-	r := existingRig(t, "    match: [email]\n")
-	_, err := r.eng.Verify(context.Background(), "contacts", engine.VerifyOptions{})
+	r := existingRig(t, "    match: [email]\n    initial: manual\n")
+	// In chunks far smaller than the tables: every pair is compared, and
+	// the 30 the initial sync left to a person are reported.
+	rep, err := r.eng.Verify(context.Background(), "contacts", engine.VerifyOptions{ChunkRows: 700})
 	require.NoError(t, err)
+	require.Equal(t, int64(10500), rep.SourceRows)
+	require.Equal(t, rep.SourceRows, rep.Compared)
+	require.Equal(t, int64(30), rep.Differing, "%+v", rep.Rows)
+	require.Zero(t, rep.MissingOnSource+rep.MissingOnTarget)
+	for _, d := range rep.Rows {
+		require.NotZero(t, d.Conflict, "held by its open conflict: %+v", d)
+	}
+	for _, id := range r.ctlRows(`SELECT id FROM tandem.sync_conflicts WHERE status = 'open'`) {
+		n, err := strconv.ParseInt(id, 10, 64)
+		require.NoError(t, err)
+		require.NoError(t, r.eng.ResolveConflict(context.Background(), n, "source", nil, "test"))
+	}
 	r.run("contacts")
 	r.requireSameContacts()
 	require.Equal(t, []string{"initial"}, r.ctlRows(`SELECT DISTINCT trigger FROM tandem.sync_runs WHERE trigger = 'initial'`))

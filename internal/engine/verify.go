@@ -39,6 +39,18 @@ func (e *Engine) Verify(ctx context.Context, syncID string, opts VerifyOptions) 
 	if err := e.init(ctx); err != nil {
 		return nil, err
 	}
+	// A sync that has never run has no links to walk yet: its initial sync
+	// first, or the walk would take every row for a suspect and stop
+	// comparing the chunks after the first re-check had linked them.
+	if need, err := e.needsInitial(ctx, s.ID); err != nil {
+		return nil, err
+	} else if need {
+		release, err := e.lockCaughtUp(ctx, s, verifyLockWait)
+		if err != nil {
+			return nil, err
+		}
+		release()
+	}
 	r, err := e.newRun(s)
 	if err != nil {
 		return nil, err
