@@ -265,11 +265,11 @@ func (s *side) applyBulk(ctx context.Context, tx pgx.Tx, writes []*write) (*appl
 }
 
 func (res *applyResult) created(ref string, key []byte) error {
-	k, err := decodeFlat(key)
+	_, text, err := decodeKey(key)
 	if err != nil {
 		return err
 	}
-	res.createdKey(ref, canonicalKey(k))
+	res.createdKey(ref, text)
 	return nil
 }
 

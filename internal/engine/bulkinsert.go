@@ -93,11 +93,10 @@ func (s *side) insertBulk(ctx context.Context, tx pgx.Tx, ins []*write, res *app
 		return false, err
 	}
 	for _, b := range created {
-		k, err := decodeFlat(b)
+		_, kt, err := decodeKey(b)
 		if err != nil {
 			return false, err
 		}
-		kt := canonicalKey(k)
 		ref, ok := want[kt]
 		if !ok {
 			// The node stored a written key otherwise than it was given

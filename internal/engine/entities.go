@@ -135,6 +135,9 @@ type linkedKey struct {
 // loadLinks returns, per side, the linked key on the other side of each key.
 func (r *syncRun) loadLinks(ctx context.Context, keys [2][]string) ([2]map[string]linkedKey, error) {
 	out := [2]map[string]linkedKey{make(map[string]linkedKey, len(keys[0])), make(map[string]linkedKey, len(keys[1]))}
+	if len(keys[0])+len(keys[1]) == 0 {
+		return out, nil
+	}
 	// UNION, not OR: each arm is an index lookup per key.
 	rows, err := r.e.Control.Query(ctx, `SELECT source_key, target_key FROM tandem.links
 		WHERE sync_id = $1 AND source_key = ANY ($2::jsonb[])

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"encoding/json"
-	"maps"
 	"slices"
 	"strconv"
 )
@@ -57,22 +56,7 @@ func appendJSON(b []byte, v any) []byte {
 	case []string:
 		return appendArray(b, x, appendJSONString)
 	case []Values:
-		return appendArray(b, x, func(b []byte, v Values) []byte { return appendJSON(b, map[string]any(v)) })
-	case []map[string]Values:
-		return appendArray(b, x, func(b []byte, m map[string]Values) []byte {
-			if m == nil {
-				return append(b, "null"...)
-			}
-			keys := slices.Sorted(maps.Keys(m))
-			b = append(b, '{')
-			for i, k := range keys {
-				if i > 0 {
-					b = append(b, ',')
-				}
-				b = appendJSON(append(appendJSONString(b, k), ':'), map[string]any(m[k]))
-			}
-			return append(b, '}')
-		})
+		return appendArray(b, x, func(b []byte, v Values) []byte { return appendJSON(b, v) })
 	}
 	return append(b, encodeJSONReflect(v)...)
 }
