@@ -35,9 +35,6 @@ type side struct {
 	wal bool
 	// checked: check found the table as the sync maps it, in this run.
 	checked bool
-	// numeric: the table's columns of type numeric (or a domain over it),
-	// found by check.
-	numeric map[string]bool
 }
 
 // originSQL is the select-list item that names the sync ($1) as the origin
@@ -67,10 +64,8 @@ func (s *side) check(ctx context.Context) error {
 	if s.checked {
 		return nil
 	}
-	rows, err := s.Pool.Query(ctx, `SELECT a.attname, coalesce(a.attnum = ANY (i.indkey), false),
-			coalesce(nullif(t.typbasetype, 0), a.atttypid) = 'numeric'::regtype
+	rows, err := s.Pool.Query(ctx, `SELECT a.attname, coalesce(a.attnum = ANY (i.indkey), false)
 		FROM pg_attribute a
-		JOIN pg_type t ON t.oid = a.atttypid
 		LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
 		WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
 		ORDER BY array_position(i.indkey::int2[], a.attnum), a.attnum`, s.ident)
@@ -78,16 +73,14 @@ func (s *side) check(ctx context.Context) error {
 		return fmt.Errorf("node %s: reading columns of %s: %w", s.Node, s.Table, err)
 	}
 	have := map[string]bool{}
-	s.numeric = map[string]bool{}
 	var pk []string
 	for rows.Next() {
 		var name string
-		var inKey, numeric bool
-		if err := rows.Scan(&name, &inKey, &numeric); err != nil {
+		var inKey bool
+		if err := rows.Scan(&name, &inKey); err != nil {
 			return fmt.Errorf("node %s: reading columns of %s: %w", s.Node, s.Table, err)
 		}
 		have[name] = true
-		s.numeric[name] = numeric
 		if inKey {
 			pk = append(pk, name)
 		}

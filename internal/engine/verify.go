@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/tandem-sync/tandem/internal/config"
 	"github.com/tandem-sync/tandem/internal/mapping"
 )
 
@@ -58,7 +57,7 @@ func (e *Engine) Verify(ctx context.Context, syncID string, opts VerifyOptions) 
 	if err := bothSides(func(s mapping.Side) error { return r.sides()[s].check(ctx) }); err != nil {
 		return nil, err
 	}
-	v, err := newVerifier(r, opts)
+	v, err := newVerifier(ctx, r, opts)
 	if err != nil {
 		return nil, fmt.Errorf("sync %s: %w", s.ID, err)
 	}
@@ -225,7 +224,7 @@ func (ps pairs) keyTexts() [2][]string {
 	return out
 }
 
-func newVerifier(r *syncRun, opts VerifyOptions) (*verifier, error) {
+func newVerifier(ctx context.Context, r *syncRun, opts VerifyOptions) (*verifier, error) {
 	v := &verifier{r: r, chunk: opts.ChunkRows, listed: opts.MaxListed, recheckAt: opts.RecheckRows, progress: opts.Progress,
 		rep: &VerifyReport{Sync: r.cfg.ID}}
 	if v.recheckAt <= 0 {
@@ -237,7 +236,16 @@ func newVerifier(r *syncRun, opts VerifyOptions) (*verifier, error) {
 	if v.listed <= 0 {
 		v.listed = DefaultVerifyListed
 	}
-	exprs, err := v.mappedColumns()
+	var numeric [2]map[string]bool
+	err := bothSides(func(s mapping.Side) error {
+		var err error
+		numeric[s], err = r.sides()[s].numericColumns(ctx)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	exprs, err := v.mappedColumns(numeric)
 	if err != nil {
 		return nil, err
 	}
@@ -250,27 +258,29 @@ func newVerifier(r *syncRun, opts VerifyOptions) (*verifier, error) {
 // mappedColumns returns, per side, the SQL of the values compared: on the
 // side changes are mapped from (source, unless the sync only flows from
 // the target), the fields' transforms of its columns; on the other side,
-// its columns as they are; each through to_jsonb, in field order.
-func (v *verifier) mappedColumns() ([2][]string, error) {
+// its columns as they are; each through to_jsonb, in field order. numeric
+// names each side's numeric columns.
+func (v *verifier) mappedColumns(numeric [2]map[string]bool) ([2][]string, error) {
 	var out [2][]string
 	from := mapping.Source
 	if !v.r.flows(mapping.Source) {
 		from = mapping.Target
 	}
-	sides := v.r.sides()
+	to := from.Other()
 	for _, f := range v.r.m.Fields {
-		refs := columnRefs("t", f.Columns(from))
+		cols := f.Columns(from)
+		refs := columnRefs("t", cols)
 		exprs, err := f.SQL(from, refs)
 		if err != nil {
 			return out, err
 		}
-		numeric := yieldsNumeric(f, from, sides[from])
-		for _, x := range exprs {
-			out[from] = append(out[from], checksumValue(x, numeric))
+		for i, x := range exprs {
+			asIs := i < len(refs) && x == refs[i] // the column itself: a numeric if its type is
+			out[from] = append(out[from], checksumValue(x, f.SQLNumeric(from) || asIs && numeric[from][cols[i]]))
 		}
-		to, cols := sides[from.Other()], f.Columns(from.Other())
+		cols = f.Columns(to)
 		for i, ref := range columnRefs("t", cols) {
-			out[to.Which] = append(out[to.Which], checksumValue(ref, to.numeric[cols[i]]))
+			out[to] = append(out[to], checksumValue(ref, numeric[to][cols[i]]))
 		}
 	}
 	return out, nil
@@ -284,15 +294,6 @@ func checksumValue(expr string, numeric bool) string {
 		return "to_jsonb(trim_scale(" + expr + "))"
 	}
 	return "to_jsonb(" + expr + ")"
-}
-
-// yieldsNumeric reports whether f's SQL from side s computes a numeric:
-// the column of a rename when it is one, or to_number.
-func yieldsNumeric(f *mapping.Field, from mapping.Side, s *side) bool {
-	if f.Transform == config.TransformRename {
-		return s.numeric[f.Columns(from)[0]]
-	}
-	return f.SQLNumeric(from)
 }
 
 // verify walks the links, then the rows no link reaches, then re-checks

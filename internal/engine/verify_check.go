@@ -43,9 +43,12 @@ func (v *verifier) classify(ctx context.Context, ps pairs) ([]Drift, error) {
 	}
 	var rows [2][]Values
 	err := bothSides(func(s mapping.Side) error {
+		sd := v.r.sides()[s]
 		var err error
-		rows[s], err = v.r.sides()[s].rowsOf(ctx, keys[s])
-		return err
+		if rows[s], err = sd.rowsAt(ctx, sd.Pool, keys[s]); err != nil {
+			return fmt.Errorf("node %s: reading rows of %s: %w", sd.Node, sd.Table, err)
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err

@@ -121,56 +121,47 @@ func checksumSQL(s *side, exprs []string) string {
 }
 
 // checksums runs a checksum query over keys and returns the sums by
-// bucket; a bucket none of whose rows exist is absent.
+// bucket; a bucket none of whose rows exist is absent. The engine's node
+// sessions render values alike on every node (NodePoolConfig).
 func (s *side) checksums(ctx context.Context, sql string, keys []byte) (map[int64]bucketSum, error) {
 	out := map[int64]bucketSum{}
-	err := s.readStable(ctx, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, sql, keys)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var b int64
-			var sum bucketSum
-			if err := rows.Scan(&b, &sum.rows, &sum.sum); err != nil {
-				return err
-			}
-			out[b] = sum
-		}
-		return rows.Err()
-	})
+	rows, err := s.Pool.Query(ctx, sql, keys)
 	if err != nil {
+		return nil, fmt.Errorf("node %s: checksumming rows of %s: %w", s.Node, s.Table, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var b int64
+		var sum bucketSum
+		if err := rows.Scan(&b, &sum.rows, &sum.sum); err != nil {
+			return nil, fmt.Errorf("node %s: checksumming rows of %s: %w", s.Node, s.Table, err)
+		}
+		out[b] = sum
+	}
+	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("node %s: checksumming rows of %s: %w", s.Node, s.Table, err)
 	}
 	return out, nil
 }
 
-// rowsOf reads the rows of keys, in their order (rowsAt), in a session
-// that renders them the same on every node (readStable).
-func (s *side) rowsOf(ctx context.Context, keys []Values) ([]Values, error) {
-	var out []Values
-	err := s.readStable(ctx, func(tx pgx.Tx) error {
-		var err error
-		out, err = s.rowsAt(ctx, tx, keys)
-		return err
-	})
+// numericColumns returns the table's columns of type numeric (or a domain
+// over it).
+func (s *side) numericColumns(ctx context.Context) (map[string]bool, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT a.attname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+		WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+			AND coalesce(nullif(t.typbasetype, 0), a.atttypid) = 'numeric'::regtype`, s.ident)
 	if err != nil {
-		return nil, fmt.Errorf("node %s: reading rows of %s: %w", s.Node, s.Table, err)
+		return nil, fmt.Errorf("node %s: reading column types of %s: %w", s.Node, s.Table, err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("node %s: reading column types of %s: %w", s.Node, s.Table, err)
+	}
+	out := make(map[string]bool, len(names))
+	for _, n := range names {
+		out[n] = true
 	}
 	return out, nil
-}
-
-// readStable runs f in a read-only transaction on the side's node whose
-// values render the same on every node, whatever its settings: timestamps
-// with time zone in UTC, intervals in the postgres style.
-func (s *side) readStable(ctx context.Context, f func(pgx.Tx) error) error {
-	return pgx.BeginTxFunc(ctx, s.Pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT set_config('TimeZone', 'UTC', true), set_config('IntervalStyle', 'postgres', true)`); err != nil {
-			return err
-		}
-		return f(tx)
-	})
 }
 
 // rowCount is the table's count(*).
@@ -183,8 +174,7 @@ func (s *side) rowCount(ctx context.Context) (int64, error) {
 }
 
 // keyPage returns up to n keys of the table (raw jsonb, as the engine
-// renders keys: in the node's own session settings) in key order, after
-// the key after (nil: from the start).
+// renders keys) in key order, after the key after (nil: from the start).
 func (s *side) keyPage(ctx context.Context, after []byte, n int) ([][]byte, error) {
 	rows, err := s.Pool.Query(ctx, fmt.Sprintf(`SELECT %[1]s FROM %[2]s t WHERE %[3]s ORDER BY %[4]s LIMIT $1`,
 		s.keyObject("t"), s.ident, s.afterKey("t", 2, after != nil), s.keyColumns("t")),
