@@ -34,7 +34,6 @@ type change struct {
 	Old, New   Values
 	CapturedAt time.Time
 	Origin     string
-	Xid        string // xid8 of the writing transaction; "" when unknown (logged without one)
 }
 
 // Net ops: what a side's changes to one entity amount to.

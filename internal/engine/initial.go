@@ -665,10 +665,10 @@ func (r *syncRun) filterSeen(ctx context.Context, s *side, band *int64, changes 
 		return changes, nil
 	}
 	var ids []int64
-	var keys, xids []string
+	var keys []string
 	for _, c := range changes {
-		if c.ID <= *band && c.Origin != r.cfg.ID && c.Xid != "" && c.Op != opTruncate {
-			ids, keys, xids = append(ids, c.ID), append(keys, c.Key), append(xids, c.Xid)
+		if c.ID <= *band && c.Origin != r.cfg.ID && c.Op != opTruncate {
+			ids, keys = append(ids, c.ID), append(keys, c.Key)
 		}
 	}
 	if len(ids) == 0 {
@@ -678,10 +678,13 @@ func (r *syncRun) filterSeen(ctx context.Context, s *side, band *int64, changes 
 	if s.Which == mapping.Target {
 		col = "target"
 	}
-	rows, err := r.e.Control.Query(ctx, fmt.Sprintf(`SELECT c.id FROM unnest($2::bigint[], $3::jsonb[], $4::text[]) c(id, key, xid)
+	// The xid is read here, for these changes only, not with every change a
+	// window loads.
+	rows, err := r.e.Control.Query(ctx, fmt.Sprintf(`SELECT c.id FROM unnest($2::bigint[], $3::jsonb[]) c(id, key)
+		JOIN tandem.change_log x ON x.id = c.id
 		JOIN tandem.links l ON l.sync_id = $1 AND l.%[1]s_key = c.key
-		WHERE l.%[1]s_seen IS NOT NULL AND pg_visible_in_snapshot(c.xid::xid8, l.%[1]s_seen::pg_snapshot)`, col),
-		r.cfg.ID, ids, keys, xids)
+		WHERE x.xid IS NOT NULL AND l.%[1]s_seen IS NOT NULL AND pg_visible_in_snapshot(x.xid, l.%[1]s_seen::pg_snapshot)`, col),
+		r.cfg.ID, ids, keys)
 	if err != nil {
 		return nil, fmt.Errorf("control: reading what the initial sync of %s read: %w", r.cfg.ID, err)
 	}

@@ -144,7 +144,7 @@ func (r *syncRun) loadChanges(ctx context.Context, s *side, from, through int64)
 	if from == through {
 		return nil, nil
 	}
-	rows, err := r.e.Control.Query(ctx, `SELECT id, op, keys, old, new, captured_at, coalesce(origin, ''), coalesce(xid::text, '')
+	rows, err := r.e.Control.Query(ctx, `SELECT id, op, keys, old, new, captured_at, coalesce(origin, '')
 		FROM tandem.change_log WHERE id > $3 AND id <= $4 AND node = $1 AND table_name = $2 ORDER BY id`,
 		s.Node, s.Table, from, through)
 	if err != nil {
@@ -161,7 +161,7 @@ func (r *syncRun) loadChanges(ctx context.Context, s *side, from, through int64)
 	for rows.Next() {
 		var c change
 		var keys, oldB, newB []byte
-		if err := rows.Scan(&c.ID, &c.Op, &keys, &oldB, &newB, &c.CapturedAt, &c.Origin, &c.Xid); err != nil {
+		if err := rows.Scan(&c.ID, &c.Op, &keys, &oldB, &newB, &c.CapturedAt, &c.Origin); err != nil {
 			return nil, fmt.Errorf("control: reading changes of %s on node %s: %w", s.Table, s.Node, err)
 		}
 		if c.Op == opApplied {
