@@ -240,8 +240,8 @@ func (e *Engine) needsInitial(ctx context.Context, id string) (bool, error) {
 // planSeed plans the next chunk of an initial sync under way, in the
 // planning transaction, moving to the next phase (and at last out of the
 // initial sync) when a side has no rows left. It returns nil once it is
-// done.
-func (r *syncRun) planSeed(ctx context.Context, tx pgx.Tx, phase string, after, until []byte) (*seed, error) {
+// done, with the bands it set in band.
+func (r *syncRun) planSeed(ctx context.Context, tx pgx.Tx, phase string, after, until []byte, band *[2]*int64) (*seed, error) {
 	sd, err := r.decodeSeed(phase, after, until)
 	if err != nil {
 		return nil, err
@@ -273,11 +273,12 @@ func (r *syncRun) planSeed(ctx context.Context, tx pgx.Tx, phase string, after, 
 	}
 	// Done: a change taken so far may be one a chunk already read in a row
 	// (filterSeen); the ones taken later committed after every read.
-	if _, err := tx.Exec(ctx, `UPDATE tandem.sync_state SET initial_phase = NULL, initial_after = NULL, initial_until = NULL,
+	if err := tx.QueryRow(ctx, `UPDATE tandem.sync_state SET initial_phase = NULL, initial_after = NULL, initial_until = NULL,
 			initial_completed_at = now(),
 			initial_band_source = (SELECT max(id) FROM tandem.change_log WHERE node = $2 AND table_name = $3),
 			initial_band_target = (SELECT max(id) FROM tandem.change_log WHERE node = $4 AND table_name = $5)
-		WHERE sync_id = $1`, r.cfg.ID, r.src.Node, r.src.Table, r.tgt.Node, r.tgt.Table); err != nil {
+		WHERE sync_id = $1 RETURNING initial_band_source, initial_band_target`,
+		r.cfg.ID, r.src.Node, r.src.Table, r.tgt.Node, r.tgt.Table).Scan(&band[0], &band[1]); err != nil {
 		return nil, err
 	}
 	r.initialDone = true

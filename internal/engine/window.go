@@ -67,14 +67,8 @@ func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (w
 			return err
 		}
 		if phase != nil {
-			if w.Seed, err = r.planSeed(ctx, tx, *phase, after, until); err != nil {
+			if w.Seed, err = r.planSeed(ctx, tx, *phase, after, until, &w.Band); err != nil {
 				return err
-			}
-			if r.initialDone { // it has just set the bands
-				if err := tx.QueryRow(ctx, `SELECT initial_band_source, initial_band_target FROM tandem.sync_state WHERE sync_id = $1`,
-					r.cfg.ID).Scan(&w.Band[0], &w.Band[1]); err != nil {
-					return err
-				}
 			}
 		}
 		seedTrigger, chunk := "initial", []byte(nil)
