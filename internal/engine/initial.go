@@ -560,11 +560,8 @@ func (r *syncRun) pairSeed(ctx context.Context, q querier, p *plan, from mapping
 			continue
 		}
 		claimed[kt] = true
-		e.key[to], e.keyTxt[to], e.linked = key, kt, true
+		p.link(e, to, key, kt)
 		e.net[to] = seedNet(to, key, kt, rows[0])
-		var pair [2]Values
-		pair[from], pair[to] = e.key[from], key
-		p.links = append(p.links, pair)
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"time"
 
 	"github.com/tandem-sync/tandem/internal/mapping"
 )
@@ -59,7 +58,7 @@ func (r *syncRun) matchFrom(ctx context.Context, ents *[]*entity, p *plan, from 
 		probing = append(probing, e)
 	}
 	pr, err := r.probePairs(ctx, ts.Pool, fields, from, rows)
-	if err != nil || pr.rows == 0 {
+	if err != nil || pr.taken == nil { // nothing found
 		return err
 	}
 	byKey := map[string]*entity{}
@@ -81,18 +80,24 @@ func (r *syncRun) matchFrom(ctx context.Context, ents *[]*entity, p *plan, from 
 			continue // that row is another entity's
 		}
 		claimed[kt] = true // one row pairs with one entity
-		e.key[to], e.linked = key, true
+		p.link(e, to, key, kt)
 		if other := byKey[kt]; other != nil && other != e {
 			e.net[to] = other.net[to] // created on both sides in this window
 			other.net[to] = nil
 		} else {
-			e.net[to] = &netChange{Side: to, Key: kt, KeyVals: key, Op: netUpsert, Created: true, Vals: row, At: map[string]time.Time{}}
+			e.net[to] = seedNet(to, key, kt, row)
 		}
-		var pair [2]Values
-		pair[from], pair[to] = e.key[from], key
-		p.links = append(p.links, pair)
 	}
 	return nil
+}
+
+// link pairs entity e with the row of side to under key (text its
+// canonical text), and records the new link.
+func (p *plan) link(e *entity, to mapping.Side, key Values, text string) {
+	e.key[to], e.keyTxt[to], e.linked = key, text, true
+	var pair [2]Values
+	pair[to.Other()], pair[to] = e.key[to.Other()], key
+	p.links = append(p.links, pair)
 }
 
 // matchOf is the row of rows (those whose normalised natural key is the
@@ -126,8 +131,7 @@ type pairing struct {
 	probes []Values             // the natural keys probed, as the other side's columns
 	at     []int                // each probe's row among the rows given
 	found  [][]Values           // each probe's rows on the other side
-	rows   int                  // how many rows were found in all
-	taken  map[string]linkedKey // those rows already linked, by key text
+	taken  map[string]linkedKey // those rows already linked, by key text; nil when none was found
 }
 
 // probePairs looks up on the other side of from the rows whose natural key
@@ -162,7 +166,7 @@ func (r *syncRun) probePairs(ctx context.Context, q querier, fields []*mapping.F
 			keys[to] = append(keys[to], ts.keyText(row))
 		}
 	}
-	if pr.rows = len(keys[to]); pr.rows == 0 {
+	if len(keys[to]) == 0 {
 		return pr, nil
 	}
 	links, err := r.loadLinks(ctx, keys)
