@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -363,12 +364,7 @@ func (s *side) deleteSQL() string {
 // it is (jsonb_populate_record(t, vals)); a row that would not change is
 // not written, so no dead tuple, no trigger call, no echo.
 func (s *side) updateSQL() string {
-	cols := make([]string, len(s.Cols))
-	rcols := make([]string, len(s.Cols))
-	for i, c := range s.Cols {
-		cols[i] = pgx.Identifier{c}.Sanitize()
-		rcols[i] = "r." + cols[i]
-	}
+	cols, rcols := quotedAll(s.Cols), columnRefs("r", s.Cols)
 	return fmt.Sprintf(`UPDATE %[1]s t SET (%[2]s) = (SELECT %[3]s FROM jsonb_populate_record(t, a.vals) r)
 		FROM jsonb_to_recordset($1::jsonb) a(ref text, key jsonb, vals jsonb)
 		CROSS JOIN LATERAL jsonb_populate_record(NULL::%[1]s, a.key) k
@@ -390,17 +386,8 @@ func (s *side) missing(ctx context.Context, tx pgx.Tx, ups []rowWrite) ([]string
 // insertSQL inserts the columns present in vals (the others keep their
 // defaults: a generated key is generated) and returns the new row's key.
 func (s *side) insertSQL(vals Values) string {
-	names := make([]string, 0, len(vals))
-	for c := range vals {
-		names = append(names, c)
-	}
-	slices.Sort(names)
-	cols := make([]string, len(names))
-	rcols := make([]string, len(names))
-	for i, c := range names {
-		cols[i] = pgx.Identifier{c}.Sanitize()
-		rcols[i] = "r." + cols[i]
-	}
+	names := slices.Sorted(maps.Keys(vals))
+	cols, rcols := quotedAll(names), columnRefs("r", names)
 	return fmt.Sprintf(`INSERT INTO %[1]s AS t (%[2]s) SELECT %[3]s FROM jsonb_populate_record(NULL::%[1]s, $1::jsonb) r RETURNING %[4]s`,
 		s.ident, strings.Join(cols, ", "), strings.Join(rcols, ", "), s.keyObject("t"))
 }
