@@ -207,13 +207,19 @@ func decodeJSON(b []byte) (Values, error) {
 	if b == nil {
 		return nil, nil
 	}
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.UseNumber()
 	var v Values
-	if err := d.Decode(&v); err != nil {
+	if err := decodeNumbers(b, &v); err != nil {
 		return nil, err
 	}
 	return v, nil
+}
+
+// decodeNumbers decodes JSON into v with numbers kept as json.Number, as
+// every key and value the engine handles keeps them.
+func decodeNumbers(b []byte, v any) error {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	return d.Decode(v)
 }
 
 // canonicalKey renders a key object the same way whatever produced it:

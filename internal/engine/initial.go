@@ -1,9 +1,7 @@
 package engine
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -306,9 +304,8 @@ func (r *syncRun) decodeSeed(phase string, after, until []byte) (*seed, error) {
 // json.Number, as in every key the engine handles.
 func decodeBounds(b []byte) (initialBounds, error) {
 	var out initialBounds
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.UseNumber()
-	return out, d.Decode(&out)
+	err := decodeNumbers(b, &out)
+	return out, err
 }
 
 // seedRows is the number of rows one run of the initial sync reads.

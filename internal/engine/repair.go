@@ -1,9 +1,7 @@
 package engine
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -78,9 +76,7 @@ func encodeRepair(keys *[2][]Values) []byte {
 // decodeRepair reads a pending repair's keys; numbers stay json.Number.
 func decodeRepair(b []byte) (*[2][]Values, error) {
 	var d repairDoc
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	if err := dec.Decode(&d); err != nil {
+	if err := decodeNumbers(b, &d); err != nil {
 		return nil, fmt.Errorf("sync_state.pending_initial_upto: %w", err)
 	}
 	return &[2][]Values{d.Repair.Source, d.Repair.Target}, nil

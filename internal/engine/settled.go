@@ -3,7 +3,6 @@ package engine
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -49,9 +48,7 @@ func (s *side) settledBefore(ctx context.Context, tx pgx.Tx, syncID string, conf
 		return false, fmt.Errorf("reading tandem.applied: %w", err)
 	}
 	var before settledShare
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.UseNumber()
-	if err := d.Decode(&before); err != nil {
+	if err := decodeNumbers(b, &before); err != nil {
 		return false, fmt.Errorf("reading tandem.applied: %w", err)
 	}
 	want := *share

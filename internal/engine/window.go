@@ -1,9 +1,7 @@
 package engine
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -198,9 +196,7 @@ func (r *syncRun) loadChanges(ctx context.Context, s *side, from, through int64)
 // wanted, each as the echo the trigger would have captured for it.
 func appendMarked(out []change, m change, doc []byte, wanted map[string]bool) ([]change, error) {
 	var d markerDoc
-	dec := json.NewDecoder(bytes.NewReader(doc))
-	dec.UseNumber()
-	if err := dec.Decode(&d); err != nil {
+	if err := decodeNumbers(doc, &d); err != nil {
 		return nil, fmt.Errorf("change_log %d: marker: %w", m.ID, err)
 	}
 	for _, w := range d.Writes {
