@@ -445,9 +445,6 @@ func (r *syncRun) run(ctx context.Context, trigger string) (res Result, more boo
 		return res, false, err
 	}
 	r.seeding = w.Seed != nil && w.Seed.Repair == nil
-	if r.seeding {
-		r.next = r.readNext(ctx, w.Seed)
-	}
 	res.Idle, res.RunID = false, w.RunID
 	log := r.e.logger().With("sync", r.cfg.ID, "run_id", w.RunID)
 	res, err = r.execute(ctx, w, res)
@@ -469,6 +466,9 @@ func (r *syncRun) execute(ctx context.Context, w window, res Result) (Result, er
 	// The sides are on different nodes (or the same one): check both at once.
 	if err := bothSides(func(s mapping.Side) error { return r.sides()[s].check(ctx) }); err != nil {
 		return res, err
+	}
+	if r.seeding { // the next chunk is read while this one is done (a checked side knows its key)
+		r.next = r.readNext(ctx, w.Seed)
 	}
 	for _, s := range r.sides() {
 		if s.wal {
