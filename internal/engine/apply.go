@@ -124,7 +124,7 @@ func (r *syncRun) applyOnce(ctx context.Context, s *side, w window, writes []*wr
 		return nil, err
 	}
 	res, err := s.applyBulk(ctx, tx, writes)
-	if err != nil && (isRowError(err) || errors.Is(err, errKeyRewritten)) {
+	if err != nil && isRowError(err) {
 		// One row is bad: apply row by row so the rest goes in.
 		if _, rerr := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT tandem_bulk"); rerr != nil {
 			return nil, rerr

@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -84,26 +83,36 @@ func (s *side) insertBulk(ctx context.Context, tx pgx.Tx, ins []*write, res *app
 	for i, w := range ins {
 		want[canon[i]] = w.Ref
 	}
-	got, err := tx.Query(ctx, sql+" RETURNING "+s.keyObject("t"), encodeJSON(rows))
-	if err != nil {
+	// A savepoint first, in the same round trip: a node that stores a
+	// written key otherwise than it was given (a padded char, a rounded
+	// numeric) leaves the new rows' refs unknown, and the statement is
+	// rolled back for the row-by-row inserts.
+	b := &pgx.Batch{}
+	b.Queue("SAVEPOINT tandem_insert")
+	var created [][]byte
+	b.Queue(sql+" RETURNING "+s.keyObject("t"), encodeJSON(rows)).Query(func(rows pgx.Rows) error {
+		var err error
+		created, err = pgx.CollectRows(rows, pgx.RowTo[[]byte])
+		return err
+	})
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return false, err
 	}
-	created, err := pgx.CollectRows(got, pgx.RowTo[[]byte])
-	if err != nil {
-		return false, err
-	}
-	for _, b := range created {
-		_, kt, err := decodeKey(b)
+	refs := make([][2]string, 0, len(created)) // ref, key text
+	for _, k := range created {
+		_, kt, err := decodeKey(k)
 		if err != nil {
 			return false, err
 		}
 		ref, ok := want[kt]
 		if !ok {
-			// The node stored a written key otherwise than it was given
-			// (a padded char, a rounded numeric): the row's ref is unknown.
-			return false, fmt.Errorf("%w: %s", errKeyRewritten, b)
+			_, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT tandem_insert")
+			return false, err
 		}
-		res.createdKey(ref, kt)
+		refs = append(refs, [2]string{ref, kt})
+	}
+	for _, r := range refs {
+		res.createdKey(r[0], r[1])
 	}
 	return true, nil
 }
@@ -116,8 +125,3 @@ func hasAll(v Values, cols []string) bool {
 	}
 	return true
 }
-
-// errKeyRewritten: a bulk insert's node stored a written key otherwise than
-// it was given (a padded char, a rounded numeric), so which row is which is
-// unknown. The apply rolls the statement back and inserts row by row.
-var errKeyRewritten = errors.New("an inserted key is not one that was written")
