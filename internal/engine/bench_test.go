@@ -74,6 +74,7 @@ type benchRig struct {
 	ctl, crm, hub *pgxpool.Pool
 	urls          map[string]string // CTL, CRM, HUB
 	dbs           map[string]string // database name -> control, crm, hubspot
+	perDatabase   bool              // BENCH_DBCPU=1: log each timed phase's PostgreSQL CPU per database
 	eng           *engine.Engine
 	pgss          bool
 	walCRM        bool
@@ -102,7 +103,8 @@ func newBenchRig(b *testing.B) *benchRig { return newBenchRigWith(b, false) }
 func newBenchRigWith(b *testing.B, walCRM bool) *benchRig {
 	b.Helper()
 	ctx := context.Background()
-	r := &benchRig{urls: map[string]string{}, dbs: map[string]string{}, pgss: os.Getenv("BENCH_PGSS") == "1", walCRM: walCRM}
+	r := &benchRig{urls: map[string]string{}, dbs: map[string]string{}, pgss: os.Getenv("BENCH_PGSS") == "1",
+		perDatabase: os.Getenv("BENCH_DBCPU") == "1", walCRM: walCRM}
 	opts := pgtest.Options{}
 	if r.pgss {
 		opts.Settings = map[string]string{"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.track": "all"}
@@ -292,9 +294,16 @@ func (r *benchRig) timed(b *testing.B, phase string, f func(ctx context.Context)
 	if r.pgss {
 		r.exec(b, r.ctl, "SELECT pg_stat_statements_reset()")
 	}
-	start, goStart, pgStart := time.Now(), processCPU(), r.serverCPU()
+	start, goStart, pgStart, dbStart := time.Now(), processCPU(), r.serverCPU(), r.databaseCPU()
 	pprof.Do(context.Background(), pprof.Labels("phase", phase), f)
 	c := cost{wall: time.Since(start), goCPU: processCPU() - goStart, pgCPU: r.serverCPU() - pgStart}
+	if r.perDatabase {
+		for db, t := range r.databaseCPU() {
+			if d := t - dbStart[db]; d >= 10*time.Millisecond {
+				b.Logf("  PostgreSQL CPU %-8s %s", db, d.Round(10*time.Millisecond))
+			}
+		}
+	}
 	if r.pgss {
 		r.logStatements(b)
 	}
@@ -315,6 +324,45 @@ func (r *benchRig) logStatements(b *testing.B) {
 		b.Logf("  %-8s %7d calls %7d ms %8d rows  %s", r.dbs[db], calls, ms, n, q)
 	}
 	require.NoError(b, rows.Err())
+}
+
+// databaseCPU is the CPU time so far of the cluster's live server
+// processes, summed by what they serve: control, crm, hubspot (their
+// connections, as the process title names the database) or the server's
+// own processes (autovacuum, checkpointer, ...).
+func (r *benchRig) databaseCPU() map[string]time.Duration {
+	out := map[string]time.Duration{}
+	if !r.perDatabase {
+		return out
+	}
+	pidFile, err := os.ReadFile(filepath.Join(r.c.Dir, "postmaster.pid"))
+	if err != nil {
+		return out
+	}
+	postmaster, _, _ := strings.Cut(string(pidFile), "\n")
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		_, rest, ok := strings.Cut(string(stat), ") ")
+		f := strings.Fields(rest)
+		if !ok || len(f) < 15 || f[1] != postmaster {
+			continue
+		}
+		title, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")) // "postgres: user database host(port) state"
+		t := strings.Fields(strings.ReplaceAll(string(title), "\x00", " "))
+		what := "server"
+		if len(t) > 2 && r.dbs[t[2]] != "" {
+			what = r.dbs[t[2]]
+		}
+		for _, v := range f[11:13] { // utime, stime
+			ticks, _ := strconv.ParseInt(v, 10, 64)
+			out[what] += time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+		}
+	}
+	return out
 }
 
 func processCPU() time.Duration {
