@@ -41,6 +41,11 @@ const (
 // DefaultInterval is how often a sync polls when no NOTIFY wakes it sooner.
 const DefaultInterval = 5 * time.Second
 
+// DefaultChangeLogRetention is how long the control database keeps a change
+// in tandem.change_log after it was taken, once every sync that reads its
+// table has dealt with it.
+const DefaultChangeLogRetention = 7 * 24 * time.Hour
+
 // DefaultSchema is the schema of a table written without one.
 const DefaultSchema = "public"
 
@@ -51,6 +56,11 @@ type Config struct {
 	Nodes     map[string]*Node // by name
 	NodeNames []string         // node names in file order
 	Syncs     []*Sync          // in file order
+	// ChangeLogRetention (yaml key change_log_retention, default
+	// DefaultChangeLogRetention; 0: keep every change) is how long a change
+	// stays in tandem.change_log once every sync reading its table has
+	// dealt with it. Changes a sync has not dealt with are always kept.
+	ChangeLogRetention time.Duration
 }
 
 // Node is one database that takes part in syncs.

@@ -97,6 +97,16 @@ syncs:
 	require.Nil(t, s.Match)
 	require.Nil(t, s.Source.Key)
 	require.Equal(t, TransformRename, s.Fields[0].Transform)
+	require.Equal(t, DefaultChangeLogRetention, cfg.ChangeLogRetention)
+}
+
+func TestParseChangeLogRetention(t *testing.T) {
+	t.Parallel()
+	for yaml, want := range map[string]time.Duration{"720h": 720 * time.Hour, "0": 0, "~": DefaultChangeLogRetention} {
+		cfg, err := Parse("tandem.yaml", []byte("control: x\nnodes: { a: { dsn: x } }\nchange_log_retention: "+yaml+"\n"), nil)
+		require.NoError(t, err)
+		require.Equal(t, want, cfg.ChangeLogRetention, "change_log_retention: %s", yaml)
+	}
 }
 
 // TestLoadBad checks that one file with many mistakes reports every one of them, each at

@@ -6,7 +6,7 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-func topKeys() []string      { return []string{"control", "nodes", "syncs"} }
+func topKeys() []string      { return []string{"control", "nodes", "syncs", "change_log_retention"} }
 func nodeKeys() []string     { return []string{"dsn", "capture", "queue_limit", "max_retained_wal"} }
 func queueKeys() []string    { return []string{"rows", "age"} }
 func captureModes() []string { return []string{CaptureTrigger, CaptureWAL} }
@@ -22,6 +22,24 @@ func (d *decoder) config(root *yaml.Node) {
 	d.control(obj["control"], root.Line)
 	d.nodes(obj["nodes"], root.Line)
 	d.syncs(obj["syncs"])
+	d.retention(obj["change_log_retention"].val)
+}
+
+// retention reads how long tandem.change_log keeps changes the syncs are done with.
+func (d *decoder) retention(v *yaml.Node) {
+	const path = "change_log_retention"
+	d.cfg.ChangeLogRetention = DefaultChangeLogRetention
+	if isNull(v) {
+		return
+	}
+	keep, ok := d.duration(v, path)
+	switch {
+	case !ok:
+	case keep < 0:
+		d.probs.Add(v.Line, path, "%s is negative: use a duration like 168h, or 0 to keep every change", keep)
+	default:
+		d.cfg.ChangeLogRetention = keep
+	}
 }
 
 // control reads the control database's DSN. Its value never appears in a message.

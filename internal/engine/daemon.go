@@ -22,6 +22,9 @@ type Daemon struct {
 	Debounce time.Duration
 	// Ready, if set, is called once every node is listened to.
 	Ready func()
+	// PruneEvery is how often tandem.change_log is pruned
+	// (DefaultPruneEvery if 0); the first time is when the daemon starts.
+	PruneEvery time.Duration
 }
 
 // Run runs until ctx is cancelled. A run in hand when that happens is
@@ -48,6 +51,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.Ready != nil {
 		d.Ready()
 	}
+	pruned := make(chan struct{})
+	go func() { defer close(pruned); d.prune(ctx) }()
+	defer func() { <-pruned }()
 	// Runs are not cut off by a stop request: the batch in hand commits.
 	runCtx := withStop(context.WithoutCancel(ctx), ctx.Done())
 	due := map[string]time.Time{}

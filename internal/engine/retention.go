@@ -1,0 +1,147 @@
+package engine
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tandem-sync/tandem/internal/config"
+)
+
+// pruneBatch is how many change_log rows one prune statement deletes: many
+// short transactions, never one long one beside the runs' own writes.
+const pruneBatch = 10000
+
+// PruneResult says what PruneChangeLog did.
+type PruneResult struct {
+	Deleted int64
+	// Strangers are syncs that have state in the control database but are
+	// not in the config. Their tables are unknown here, so no change after
+	// the oldest of their cursors is deleted, on any table.
+	Strangers []string
+}
+
+// PruneChangeLog deletes the changes in tandem.change_log that were taken
+// longer than the config's change_log_retention ago and that every sync
+// reading their table has dealt with (at or before its cursor on that
+// side). A change some sync has still to take, or that a pending run's
+// window holds, is never deleted; nor is any change while the retention
+// is 0. It deletes in batches of pruneBatch until none is left or ctx ends.
+func (e *Engine) PruneChangeLog(ctx context.Context) (PruneResult, error) {
+	var res PruneResult
+	keep := e.Config.ChangeLogRetention
+	if keep <= 0 {
+		return res, nil
+	}
+	var ids, nodes, tables []string
+	var source []bool
+	for _, s := range e.Config.Syncs {
+		for i, end := range [2]config.Endpoint{s.Source, s.Target} {
+			ids, nodes, tables = append(ids, s.ID), append(nodes, end.Node), append(tables, end.Schema()+"."+end.Name())
+			source = append(source, i == 0)
+		}
+	}
+	rows, err := e.Control.Query(ctx, `SELECT sync_id FROM tandem.sync_state WHERE sync_id <> ALL ($1::text[]) ORDER BY sync_id`, ids)
+	if err != nil {
+		return res, fmt.Errorf("control: reading the syncs' state: %w", err)
+	}
+	if res.Strangers, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		return res, fmt.Errorf("control: reading the syncs' state: %w", err)
+	}
+	// The bounds, read once: cursors only move on, so they stay safe.
+	// pins: per table read by a sync with state, the least of its readers'
+	// cursors (a sync with no state yet starts after the changes logged
+	// when it does). below: the first change logged since the cut-off
+	// (logged_at follows id, give or take a commit, so the walk by id stops
+	// there) or, if lower, the change after the oldest cursor of a sync
+	// the config does not name.
+	before := time.Now().Add(-keep)
+	var pins struct {
+		Nodes, Tables []string
+		Through       []int64
+	}
+	var below int64
+	err = e.Control.QueryRow(ctx, `WITH pin AS (
+			SELECT r.node, r.table_name, min(CASE WHEN r.source THEN s.source_through ELSE s.target_through END) AS through
+			FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[]) r(sync_id, node, table_name, source)
+			JOIN tandem.sync_state s ON s.sync_id = r.sync_id
+			GROUP BY r.node, r.table_name)
+		SELECT coalesce(array_agg(node), '{}'), coalesce(array_agg(table_name), '{}'), coalesce(array_agg(through), '{}'),
+			least(coalesce((SELECT id FROM tandem.change_log WHERE logged_at >= $5 ORDER BY id LIMIT 1), 9223372036854775807),
+				coalesce((SELECT min(least(source_through, target_through)) + 1 FROM tandem.sync_state WHERE sync_id <> ALL ($1::text[])),
+					9223372036854775807))
+		FROM pin`, ids, nodes, tables, source, before).Scan(&pins.Nodes, &pins.Tables, &pins.Through, &below)
+	if err != nil {
+		return res, fmt.Errorf("control: reading how far the syncs have taken tandem.change_log: %w", err)
+	}
+	// Each batch walks on from the last change the one before deleted; the
+	// changes it passed over are left to the next prune.
+	var after int64
+	for ctx.Err() == nil {
+		var n int64
+		var last *int64
+		err := e.Control.QueryRow(ctx, `WITH gone AS (
+				DELETE FROM tandem.change_log WHERE id = ANY (ARRAY(
+					SELECT l.id FROM tandem.change_log l
+					LEFT JOIN unnest($1::text[], $2::text[], $3::bigint[]) p(node, table_name, through)
+						ON p.node = l.node AND p.table_name = l.table_name
+					WHERE l.id > $4 AND l.id < $5 AND l.logged_at < $6 AND (p.through IS NULL OR l.id <= p.through)
+					ORDER BY l.id LIMIT $7))
+				RETURNING id)
+			SELECT count(*), max(id) FROM gone`,
+			pins.Nodes, pins.Tables, pins.Through, after, below, before, pruneBatch).Scan(&n, &last)
+		if err != nil {
+			return res, fmt.Errorf("control: pruning tandem.change_log: %w", err)
+		}
+		res.Deleted += n
+		if n < pruneBatch {
+			break
+		}
+		after = *last
+	}
+	return res, ctx.Err()
+}
+
+// DefaultPruneEvery is how often the daemon prunes tandem.change_log.
+const DefaultPruneEvery = 10 * time.Minute
+
+// PruneAndLog runs PruneChangeLog and logs what it did, warning about the
+// syncs not in the config that keep changes from being pruned.
+func (e *Engine) PruneAndLog(ctx context.Context) error {
+	res, err := e.PruneChangeLog(ctx)
+	log := e.logger()
+	if err != nil {
+		return err
+	}
+	if res.Deleted > 0 {
+		log.Info("pruned tandem.change_log", "deleted", res.Deleted, "retention", e.Config.ChangeLogRetention)
+	}
+	if len(res.Strangers) > 0 {
+		log.Warn("syncs in tandem.sync_state are not in the config: no change after their cursors is pruned; "+
+			"if they are gone for good, delete their rows from tandem.sync_state", "syncs", strings.Join(res.Strangers, ", "))
+	}
+	return nil
+}
+
+// prune runs PruneAndLog now and then every PruneEvery until ctx ends.
+func (d *Daemon) prune(ctx context.Context) {
+	if d.Engine.Config.ChangeLogRetention <= 0 {
+		return
+	}
+	tick := time.NewTicker(cmp.Or(d.PruneEvery, DefaultPruneEvery))
+	defer tick.Stop()
+	for {
+		if err := d.Engine.PruneAndLog(ctx); err != nil && ctx.Err() == nil {
+			d.Engine.logger().Error("pruning tandem.change_log failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
