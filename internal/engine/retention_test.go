@@ -84,7 +84,6 @@ func TestPruneKeepsWhatASyncHasStillToTake(t *testing.T) {
 	require.Equal(t, []string{"Ann|Smith|4", "Bob|Ray|3"}, r.rows("hubspot", "SELECT firstname, lastname, phone_number FROM hs_contacts ORDER BY email"))
 }
 
-
 // A run cut off mid-apply is redone on the same window: pruning keeps that
 // window's changes however old they are.
 func TestPruneKeepsAPendingRunsWindow(t *testing.T) {
