@@ -35,6 +35,9 @@ type Engine struct {
 	// Progress, when set, hears where an initial sync stands after each of
 	// its runs, and when it finishes.
 	Progress func(InitialProgress)
+	// PruneBatch is how many changes one statement of PruneChangeLog
+	// deletes (DefaultPruneBatch if 0).
+	PruneBatch int
 
 	initMu  sync.Mutex // guards readers until init succeeds
 	readers map[string]*nodeReader

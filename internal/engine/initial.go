@@ -564,9 +564,9 @@ func (r *syncRun) pairSeed(ctx context.Context, q querier, p *plan, from mapping
 }
 
 // seedTimes gives the pairs whose values differ the capture time of their
-// last change before the initial sync, for latest_wins. A row not changed
-// since capture was installed has none: the tie goes to the node whose
-// name sorts first.
+// last change, for latest_wins. A row not changed since capture was
+// installed, or not within change_log_retention, has none: the tie goes to
+// the node whose name sorts first.
 func (r *syncRun) seedTimes(ctx context.Context, ents []*entity) error {
 	var differ []*entity
 	for _, e := range ents {
@@ -584,8 +584,13 @@ func (r *syncRun) seedTimes(ctx context.Context, ents []*entity) error {
 		for i, e := range differ {
 			keys[i] = e.keyText(s.Which)
 		}
+		// Only changes taken within change_log_retention count, whether
+		// pruned yet or not: a sync that has stalled keeps its table's old
+		// changes, and they must not outweigh the other side's, pruned.
 		rows, err := r.e.Control.Query(ctx, `SELECT keys::text, max(captured_at) FROM tandem.change_log
-			WHERE node = $1 AND table_name = $2 AND op <> 'applied' AND keys = ANY ($3::jsonb[]) GROUP BY keys`, s.Node, s.Table, keys)
+			WHERE node = $1 AND table_name = $2 AND op <> 'applied' AND keys = ANY ($3::jsonb[])
+			  AND ($4 = 0 OR logged_at >= now() - make_interval(secs => $4))
+			GROUP BY keys`, s.Node, s.Table, keys, r.e.Config.ChangeLogRetention.Seconds())
 		if err != nil {
 			return fmt.Errorf("control: reading capture times of %s on node %s: %w", s.Table, s.Node, err)
 		}

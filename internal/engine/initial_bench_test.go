@@ -19,8 +19,12 @@ import (
 // hubspot holding a tenth of them already (paired by email, lowercase,
 // 1% of the pairs differing, settled by latest_wins), the rest created;
 // hubspot has an index on lower(email), the normalised natural key.
+// BENCH_INITIAL_HISTORY (default 0) puts that many earlier changes of each
+// table in change_log first, a history latest_wins reads capture times
+// from.
 func BenchmarkInitialSync(b *testing.B) {
 	n := pgtest.EnvInt("BENCH_INITIAL_ROWS", 1_000_000)
+	history := pgtest.EnvInt("BENCH_INITIAL_HISTORY", 0)
 	for _, tc := range []struct {
 		name    string
 		overlap int
@@ -42,6 +46,11 @@ func BenchmarkInitialSync(b *testing.B) {
 					INSERT INTO hs_contacts (firstname, lastname, email, phone_number)
 					SELECT 'Person', i::text, 'p' || i || '@x.com', CASE WHEN i % 100 = 0 THEN 'h' ELSE '' END || i
 					FROM generate_series(1, `+fmt.Sprint(tc.overlap)+`) i`)
+				r.exec(b, r.ctl, `INSERT INTO tandem.change_log (node, table_name, op, keys, old, new, captured_at)
+					SELECT t.node, t.name, 'update', jsonb_build_object('id', 1 + (i * 7919) % $1::bigint),
+						'{"phone": "0"}', jsonb_build_object('phone', i::text), now() - interval '1 day' + i * interval '1 ms'
+					FROM generate_series(1, $2::bigint) i, (VALUES ('crm', 'public.contacts'), ('hubspot', 'public.hs_contacts')) t(node, name)`,
+					n, history)
 				r.settle(b)
 				runtime.GC()
 				var before runtime.MemStats

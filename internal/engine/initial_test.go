@@ -553,3 +553,27 @@ func TestRowsWhoseKeyTheNodeRewritesAreLinkedOnce(t *testing.T) {
 	require.Equal(t, 5, r.ctlInt(`SELECT count(*) FROM tandem.links`), "one link per row")
 	require.Zero(t, r.ctlInt(`SELECT count(*) FROM tandem.sync_errors`))
 }
+
+// latest_wins in an initial sync counts only changes taken within
+// change_log_retention, pruned or not: hubspot's old edit of a row, still
+// in change_log, is as forgotten as one pruned, and the tie goes to crm;
+// its recent edit of another row wins.
+func TestInitialSyncLatestWinsForgetsChangesPastTheRetention(t *testing.T) {
+	t.Parallel()
+	const ddl = `CREATE TABLE items (sku text PRIMARY KEY, name text, qty int);
+		INSERT INTO items VALUES ('a', 'one', %d), ('b', 'two', %d)`
+	r := newRig(t, itemsYAML("    initial: latest_wins\n"), map[string]string{"crm": fmt.Sprintf(ddl, 1, 2), "hubspot": fmt.Sprintf(ddl, 10, 20)})
+	r.exec("hubspot", `UPDATE items SET qty = qty + 1`)
+	r.eng.Progress = func(p engine.InitialProgress) {
+		if p.Done == 0 && !p.Finished { // begun, hubspot's changes taken, no row read yet
+			_, err := r.ctl.Pool.Exec(context.Background(), `UPDATE tandem.change_log SET logged_at = logged_at - interval '8 days'
+				WHERE new->>'qty' = '21'`)
+			require.NoError(t, err)
+		}
+	}
+	r.run("items")
+	require.Equal(t, 1, r.ctlInt(`SELECT count(*) FROM tandem.change_log WHERE logged_at < now() - interval '7 days'`))
+	for _, node := range []string{"crm", "hubspot"} {
+		require.Equal(t, []string{"a|11", "b|2"}, r.rows(node, `SELECT sku, qty FROM items ORDER BY sku`), node)
+	}
+}

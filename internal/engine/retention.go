@@ -3,6 +3,7 @@ package engine
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -12,9 +13,10 @@ import (
 	"github.com/tandem-sync/tandem/internal/config"
 )
 
-// pruneBatch is how many change_log rows one prune statement deletes: many
-// short transactions, never one long one beside the runs' own writes.
-const pruneBatch = 10000
+// DefaultPruneBatch is how many change_log rows one prune statement
+// deletes: many short transactions, never one long one beside the runs'
+// own writes.
+const DefaultPruneBatch = 10000
 
 // PruneResult says what PruneChangeLog did.
 type PruneResult struct {
@@ -30,15 +32,16 @@ type PruneResult struct {
 // reading their table has dealt with (at or before its cursor on that
 // side). A change some sync has still to take, or that a pending run's
 // window holds, is never deleted; nor is any change while the retention
-// is 0. It deletes in batches of pruneBatch until none is left or ctx ends.
+// is 0. It deletes in batches of PruneBatch until none is left or ctx ends.
 func (e *Engine) PruneChangeLog(ctx context.Context) (PruneResult, error) {
 	var res PruneResult
 	keep := e.Config.ChangeLogRetention
 	if keep <= 0 {
 		return res, nil
 	}
-	var ids, nodes, tables []string
-	var source []bool
+	// Never nil: pgx sends a nil slice as NULL, and "<> ALL (NULL)" would
+	// find no sync at all, pinning nothing.
+	ids, nodes, tables, source := []string{}, []string{}, []string{}, []bool{}
 	for _, s := range e.Config.Syncs {
 		for i, end := range [2]config.Endpoint{s.Source, s.Target} {
 			ids, nodes, tables = append(ids, s.ID), append(nodes, end.Node), append(tables, end.Schema()+"."+end.Name())
@@ -55,31 +58,36 @@ func (e *Engine) PruneChangeLog(ctx context.Context) (PruneResult, error) {
 	// The bounds, read once: cursors only move on, so they stay safe.
 	// pins: per table read by a sync with state, the least of its readers'
 	// cursors (a sync with no state yet starts after the changes logged
-	// when it does). below: the first change logged since the cut-off
-	// (logged_at follows id, give or take a commit, so the walk by id stops
-	// there) or, if lower, the change after the oldest cursor of a sync
-	// the config does not name.
-	before := time.Now().Add(-keep)
+	// when it does). strangers: the change after the oldest cursor of a
+	// sync the config does not name. before: the cut-off, on the control
+	// database's clock, which wrote logged_at.
 	var pins struct {
 		Nodes, Tables []string
 		Through       []int64
 	}
-	var below int64
+	var strangers int64
+	var before time.Time
 	err = e.Control.QueryRow(ctx, `WITH pin AS (
 			SELECT r.node, r.table_name, min(CASE WHEN r.source THEN s.source_through ELSE s.target_through END) AS through
 			FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[]) r(sync_id, node, table_name, source)
 			JOIN tandem.sync_state s ON s.sync_id = r.sync_id
 			GROUP BY r.node, r.table_name)
 		SELECT coalesce(array_agg(node), '{}'), coalesce(array_agg(table_name), '{}'), coalesce(array_agg(through), '{}'),
-			least(coalesce((SELECT id FROM tandem.change_log WHERE logged_at >= $5 ORDER BY id LIMIT 1), 9223372036854775807),
-				coalesce((SELECT min(least(source_through, target_through)) + 1 FROM tandem.sync_state WHERE sync_id <> ALL ($1::text[])),
-					9223372036854775807))
-		FROM pin`, ids, nodes, tables, source, before).Scan(&pins.Nodes, &pins.Tables, &pins.Through, &below)
+			coalesce((SELECT min(least(source_through, target_through)) + 1 FROM tandem.sync_state WHERE sync_id <> ALL ($1::text[])),
+				9223372036854775807),
+			now() - make_interval(secs => $5)
+		FROM pin`, ids, nodes, tables, source, keep.Seconds()).Scan(&pins.Nodes, &pins.Tables, &pins.Through, &strangers, &before)
 	if err != nil {
 		return res, fmt.Errorf("control: reading how far the syncs have taken tandem.change_log: %w", err)
 	}
+	below, err := e.firstLoggedSince(ctx, before)
+	if err != nil {
+		return res, err
+	}
+	below = min(below, strangers)
 	// Each batch walks on from the last change the one before deleted; the
 	// changes it passed over are left to the next prune.
+	batch := int64(cmp.Or(e.PruneBatch, DefaultPruneBatch))
 	var after int64
 	for ctx.Err() == nil {
 		var n int64
@@ -93,12 +101,12 @@ func (e *Engine) PruneChangeLog(ctx context.Context) (PruneResult, error) {
 					ORDER BY l.id LIMIT $7))
 				RETURNING id)
 			SELECT count(*), max(id) FROM gone`,
-			pins.Nodes, pins.Tables, pins.Through, after, below, before, pruneBatch).Scan(&n, &last)
+			pins.Nodes, pins.Tables, pins.Through, after, below, before, batch).Scan(&n, &last)
 		if err != nil {
 			return res, fmt.Errorf("control: pruning tandem.change_log: %w", err)
 		}
 		res.Deleted += n
-		if n < pruneBatch {
+		if n < batch {
 			break
 		}
 		after = *last
@@ -144,4 +152,37 @@ func (d *Daemon) prune(ctx context.Context) {
 		case <-tick.C:
 		}
 	}
+}
+
+// firstLoggedSince returns the id of the first change in change_log taken
+// at or after t (or one past the last change), found by bisecting ids: a
+// walk would read every change kept from before t. logged_at follows id
+// give or take a commit, so the id found is where older changes end, give
+// or take as much; the changes around it are left to a later prune.
+func (e *Engine) firstLoggedSince(ctx context.Context, t time.Time) (int64, error) {
+	var lo, hi *int64
+	if err := e.Control.QueryRow(ctx, `SELECT min(id), max(id) FROM tandem.change_log`).Scan(&lo, &hi); err != nil {
+		return 0, fmt.Errorf("control: reading tandem.change_log: %w", err)
+	}
+	if lo == nil {
+		return 0, nil
+	}
+	low, high := *lo, *hi+1 // the answer is in [low, high]
+	for low < high {
+		mid := low + (high-low)/2
+		var id int64
+		var at time.Time
+		err := e.Control.QueryRow(ctx, `SELECT id, logged_at FROM tandem.change_log WHERE id >= $1 ORDER BY id LIMIT 1`, mid).Scan(&id, &at)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows) || (err == nil && id >= high): // none in [mid, high)
+			high = mid
+		case err != nil:
+			return 0, fmt.Errorf("control: reading tandem.change_log: %w", err)
+		case at.Before(t):
+			low = id + 1
+		default:
+			high = id
+		}
+	}
+	return low, nil
 }

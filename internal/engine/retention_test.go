@@ -29,15 +29,20 @@ func (r *rig) prune() engine.PruneResult {
 // Pruning deletes only changes past the retention that every sync reading
 // their table has dealt with: in a star, crm's changes stay until both
 // syncs from crm have taken them, and a change taken since the cut-off
-// stays whoever took it.
+// stays whoever took it. (Batches of two rows: each walks on past the
+// changes the one before kept.)
 func TestPruneKeepsWhatASyncHasStillToTake(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, starYAML, map[string]string{"crm": crmDDL, "hubspot": hubspotDDL, "gcontacts": gcontactsDDL})
+	r.eng.PruneBatch = 2
 	r.exec("crm", `INSERT INTO contacts (full_name, email, phone) VALUES ('Ann Lee', 'ann@x.com', '1'), ('Bob Ray', 'bob@x.com', '2')`)
 	r.run("contacts") // its initial sync, before capture logged anything
 	r.run("gcontacts")
 	r.exec("crm", `UPDATE contacts SET phone = phone || '-new'`)
 	r.exec("hubspot", `UPDATE hs_contacts SET lastname = 'Smith' WHERE email = 'ann@x.com'`)
+	r.exec("hubspot", `UPDATE hs_contacts SET phone_number = '0' WHERE email = 'bob@x.com'`)
+	r.exec("crm", `UPDATE contacts SET full_name = 'Ann Lee' WHERE email = 'ann@x.com'`) // no change: not captured
+	r.exec("hubspot", `UPDATE hs_contacts SET score = 1`)
 	r.run("contacts") // takes crm's updates and hubspot's edit; gcontacts has taken neither crm update
 	crmLogged := r.ctlInt(`SELECT count(*) FROM tandem.change_log WHERE node = 'crm'`)
 	hubLogged := r.ctlInt(`SELECT count(*) FROM tandem.change_log WHERE node = 'hubspot'`)
@@ -63,7 +68,7 @@ func TestPruneKeepsWhatASyncHasStillToTake(t *testing.T) {
 		}
 	}
 	settle()
-	require.Equal(t, []string{"Ann Smith|1-new", "Bob Ray|2-new"}, r.rows("gcontacts", "SELECT display_name, tel FROM gc_people ORDER BY mail"))
+	require.Equal(t, []string{"Ann Smith|1-new", "Bob Ray|0"}, r.rows("gcontacts", "SELECT display_name, tel FROM gc_people ORDER BY mail"))
 	r.ageChangeLog()
 	r.exec("crm", `UPDATE contacts SET phone = '3' WHERE email = 'bob@x.com'`)
 	settle()
@@ -143,6 +148,12 @@ func TestPruneKeepsWhatASyncNotInTheConfigMayNeed(t *testing.T) {
 		"a change after the departed sync's cursor was pruned")
 	require.Equal(t, int64(logged-after), res.Deleted)
 	require.Positive(t, res.Deleted)
+
+	// A config without syncs: every sync with state is a stranger.
+	r.cfg.Syncs = nil
+	require.Equal(t, engine.PruneResult{Strangers: []string{"contacts", "departed"}}, r.prune())
+	require.Equal(t, after, r.ctlInt(`SELECT count(*) FROM tandem.change_log`),
+		"with no syncs in the config, a change after the departed sync's cursor was pruned")
 }
 
 // The daemon prunes as it starts and then every PruneEvery, beside its runs.
