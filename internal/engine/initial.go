@@ -579,40 +579,47 @@ func (r *syncRun) seedTimes(ctx context.Context, ents []*entity) error {
 	if len(differ) == 0 {
 		return nil
 	}
-	for _, s := range r.sides() {
-		keys := make([]string, len(differ))
-		for i, e := range differ {
-			keys[i] = e.keyText(s.Which)
+	var keys [2][]string
+	for _, e := range differ {
+		for i := range keys {
+			keys[i] = append(keys[i], e.keyText(mapping.Side(i)))
 		}
-		// Only changes taken within change_log_retention count, whether
-		// pruned yet or not: a sync that has stalled keeps its table's old
-		// changes, and they must not outweigh the other side's, pruned.
-		rows, err := r.e.Control.Query(ctx, `SELECT keys::text, max(captured_at) FROM tandem.change_log
-			WHERE node = $1 AND table_name = $2 AND op <> 'applied' AND keys = ANY ($3::jsonb[])
-			  AND ($4 = 0 OR logged_at >= now() - make_interval(secs => $4))
-			GROUP BY keys`, s.Node, s.Table, keys, r.e.Config.ChangeLogRetention.Seconds())
-		if err != nil {
-			return fmt.Errorf("control: reading capture times of %s on node %s: %w", s.Table, s.Node, err)
-		}
-		at := map[string]time.Time{}
-		for rows.Next() {
-			var k string
-			var t time.Time
-			if err := rows.Scan(&k, &t); err != nil {
-				rows.Close()
-				return err
-			}
-			if kv, text, err := decodeKey([]byte(k)); err == nil && kv != nil {
-				at[text] = t
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+	}
+	// One walk of change_log for both sides (it has no index by key). Only
+	// changes taken within change_log_retention count, whether pruned yet
+	// or not: a sync that has stalled keeps its table's old changes, and
+	// they must not outweigh the other side's, pruned.
+	rows, err := r.e.Control.Query(ctx, `SELECT node = $1 AND table_name = $2, keys::text, max(captured_at) FROM tandem.change_log
+		WHERE op <> 'applied' AND ($7 = 0 OR logged_at >= now() - make_interval(secs => $7))
+		  AND ((node = $1 AND table_name = $2 AND keys = ANY ($3::jsonb[])) OR (node = $4 AND table_name = $5 AND keys = ANY ($6::jsonb[])))
+		GROUP BY 1, keys`, r.src.Node, r.src.Table, keys[0], r.tgt.Node, r.tgt.Table, keys[1], r.e.Config.ChangeLogRetention.Seconds())
+	if err != nil {
+		return fmt.Errorf("control: reading capture times of %s on node %s and %s on node %s: %w", r.src.Table, r.src.Node, r.tgt.Table, r.tgt.Node, err)
+	}
+	at := [2]map[string]time.Time{{}, {}}
+	for rows.Next() {
+		var source bool
+		var k string
+		var t time.Time
+		if err := rows.Scan(&source, &k, &t); err != nil {
+			rows.Close()
 			return err
 		}
-		for _, e := range differ {
-			n := e.net[s.Which]
-			if t, ok := at[e.keyText(s.Which)]; ok {
+		side := mapping.Target
+		if source {
+			side = mapping.Source
+		}
+		if kv, text, err := decodeKey([]byte(k)); err == nil && kv != nil {
+			at[side][text] = t
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, e := range differ {
+		for s, n := range e.net {
+			if t, ok := at[s][e.keyText(mapping.Side(s))]; ok {
 				n.Last = t
 				for c := range n.Vals {
 					n.At[c] = t
