@@ -71,7 +71,7 @@ func runRun(ctx context.Context, cfgPath string, args []string, env Env) error {
 		fmt.Fprintf(env.Stdout, "sync %s: %d synced (%d created, %d updated, %d deleted), %d conflicts, %d errors\n",
 			id, res.Synced(), res.Created, res.Updated, res.Deleted, res.Conflicts, res.Errors)
 	}
-	if err := eng.PruneAndLog(ctx); err != nil { // the runs went well: exit 0 for them
+	if err := eng.PruneAndLog(ctx); err != nil { // the exit code is the runs'
 		log.Error("pruning tandem.change_log failed", "err", err)
 	}
 	return errors.Join(failed...)

@@ -59,6 +59,7 @@ func TestInitialSyncSettlesEachStrategy(t *testing.T) {
 		t.Run(strategy, func(t *testing.T) {
 			r := existingRig(t, "    match: [email]\n    conflict: source_wins\n    initial: "+strategy+"\n")
 			if strategy == "latest_wins" {
+				r.cfg.ChangeLogRetention = 600000 * time.Hour // past an int4 of seconds
 				// Changed after capture began: the later change wins.
 				r.exec("hubspot", `UPDATE hs_contacts SET phone_number = phone_number || '!' WHERE phone_number LIKE 'hub%'`)
 			}

@@ -75,7 +75,7 @@ func (e *Engine) PruneChangeLog(ctx context.Context) (PruneResult, error) {
 		SELECT coalesce(array_agg(node), '{}'), coalesce(array_agg(table_name), '{}'), coalesce(array_agg(through), '{}'),
 			coalesce((SELECT min(least(source_through, target_through)) + 1 FROM tandem.sync_state WHERE sync_id <> ALL ($1::text[])),
 				9223372036854775807),
-			now() - make_interval(secs => $5)
+			now() - make_interval(secs => $5::float8)
 		FROM pin`, ids, nodes, tables, source, keep.Seconds()).Scan(&pins.Nodes, &pins.Tables, &pins.Through, &strangers, &before)
 	if err != nil {
 		return res, fmt.Errorf("control: reading how far the syncs have taken tandem.change_log: %w", err)
@@ -87,7 +87,10 @@ func (e *Engine) PruneChangeLog(ctx context.Context) (PruneResult, error) {
 	below = min(below, strangers)
 	// Each batch walks on from the last change the one before deleted; the
 	// changes it passed over are left to the next prune.
-	batch := int64(cmp.Or(e.PruneBatch, DefaultPruneBatch))
+	batch := int64(DefaultPruneBatch)
+	if e.PruneBatch > 0 {
+		batch = int64(e.PruneBatch)
+	}
 	var after int64
 	for ctx.Err() == nil {
 		var n int64

@@ -10,10 +10,10 @@ import (
 )
 
 // BenchmarkPruneChangeLog: change_log holds BENCH_PRUNE_ROWS (default
-// 1,000,000) of crm's changes taken eight days ago. It times one prune
-// while the sync has not taken them (nothing to delete: it walks past
-// them), and one once it has (every one deleted), in batches of
-// engine.DefaultPruneBatch.
+// 1,000,000) of crm's changes taken eight days ago, then as many taken
+// now. It times one prune while the sync has taken none of them (nothing
+// to delete: it walks past the old ones), and one once it has taken them
+// all (the old ones deleted, in batches of engine.DefaultPruneBatch).
 func BenchmarkPruneChangeLog(b *testing.B) {
 	n := pgtest.EnvInt("BENCH_PRUNE_ROWS", 1_000_000)
 	for range b.N {
@@ -21,8 +21,8 @@ func BenchmarkPruneChangeLog(b *testing.B) {
 		r.seed(b, 1000)
 		r.exec(b, r.ctl, `INSERT INTO tandem.change_log (node, table_name, op, keys, old, new, captured_at, logged_at)
 			SELECT 'crm', 'public.contacts', 'update', jsonb_build_object('id', 1 + i % 1000), '{"phone": "0"}',
-				jsonb_build_object('phone', i::text), now() - interval '8 days', now() - interval '8 days'
-			FROM generate_series(1, $1::bigint) i`, n)
+				jsonb_build_object('phone', i::text), now() - interval '8 days', now() - CASE WHEN i <= $1 THEN interval '8 days' ELSE '0' END
+			FROM generate_series(1, 2 * $1::bigint) i`, n)
 		r.settle(b)
 		for _, phase := range []string{"stalled", "taken"} {
 			if phase == "taken" {
@@ -36,7 +36,8 @@ func BenchmarkPruneChangeLog(b *testing.B) {
 			})
 			want := map[string]int64{"stalled": 0, "taken": int64(n)}[phase]
 			require.Equal(b, want, deleted, phase)
-			b.Logf("%s: %d of %d changes deleted: %s", phase, deleted, n, c)
+			require.Equal(b, n, r.count(b, r.ctl, `SELECT count(*) FROM tandem.change_log WHERE logged_at > now() - interval '1 day'`))
+			b.Logf("%s: %d of %d old changes deleted, %d recent ones kept: %s", phase, deleted, n, n, c)
 			b.ReportMetric(c.wall.Seconds(), phase+"_s")
 		}
 	}
