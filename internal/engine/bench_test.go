@@ -329,15 +329,31 @@ func (r *benchRig) logStatements(b *testing.B) {
 // databaseCPU is the CPU time so far of the cluster's live server
 // processes, summed by what they serve: control, crm, hubspot (their
 // connections, as the process title names the database) or the server's
-// own processes (autovacuum, checkpointer, ...).
+// own processes (postmaster, autovacuum, checkpointer, ...).
 func (r *benchRig) databaseCPU() map[string]time.Duration {
 	out := map[string]time.Duration{}
 	if !r.perDatabase {
 		return out
 	}
+	r.eachServerProcess(func(pid string, _ bool, stat []string) {
+		title, _ := os.ReadFile(filepath.Join("/proc", pid, "cmdline")) // "postgres: user database host(port) state"
+		t := strings.Fields(strings.ReplaceAll(string(title), "\x00", " "))
+		what := "server"
+		if len(t) > 2 && r.dbs[t[2]] != "" {
+			what = r.dbs[t[2]]
+		}
+		out[what] += cpuTicks(stat[11:13]) // utime, stime
+	})
+	return out
+}
+
+// eachServerProcess calls fn with the pid and the /proc stat fields after
+// "(comm)" (state ppid ... utime(12th) stime cutime cstime) of the
+// cluster's postmaster and of each of its children.
+func (r *benchRig) eachServerProcess(fn func(pid string, postmaster bool, stat []string)) {
 	pidFile, err := os.ReadFile(filepath.Join(r.c.Dir, "postmaster.pid"))
 	if err != nil {
-		return out
+		return
 	}
 	postmaster, _, _ := strings.Cut(string(pidFile), "\n")
 	entries, _ := os.ReadDir("/proc")
@@ -348,21 +364,21 @@ func (r *benchRig) databaseCPU() map[string]time.Duration {
 		}
 		_, rest, ok := strings.Cut(string(stat), ") ")
 		f := strings.Fields(rest)
-		if !ok || len(f) < 15 || f[1] != postmaster {
+		if !ok || len(f) < 15 || (e.Name() != postmaster && f[1] != postmaster) {
 			continue
 		}
-		title, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")) // "postgres: user database host(port) state"
-		t := strings.Fields(strings.ReplaceAll(string(title), "\x00", " "))
-		what := "server"
-		if len(t) > 2 && r.dbs[t[2]] != "" {
-			what = r.dbs[t[2]]
-		}
-		for _, v := range f[11:13] { // utime, stime
-			ticks, _ := strconv.ParseInt(v, 10, 64)
-			out[what] += time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100 on Linux
-		}
+		fn(e.Name(), e.Name() == postmaster, f)
 	}
-	return out
+}
+
+// cpuTicks sums /proc stat tick counts as a duration (USER_HZ is 100 on Linux).
+func cpuTicks(fields []string) time.Duration {
+	var ticks int64
+	for _, v := range fields {
+		t, _ := strconv.ParseInt(v, 10, 64)
+		ticks += t
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
 }
 
 func processCPU() time.Duration {
@@ -376,38 +392,15 @@ func processCPU() time.Duration {
 // serverCPU is the CPU time of the cluster's postmaster and its children,
 // those still running and those it has reaped.
 func (r *benchRig) serverCPU() time.Duration {
-	pidFile, err := os.ReadFile(filepath.Join(r.c.Dir, "postmaster.pid"))
-	if err != nil {
-		return 0
-	}
-	postmaster, _, _ := strings.Cut(string(pidFile), "\n")
-	entries, _ := os.ReadDir("/proc")
-	var ticks int64
-	for _, e := range entries {
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
+	var cpu time.Duration
+	r.eachServerProcess(func(_ string, postmaster bool, stat []string) {
+		if postmaster {
+			cpu += cpuTicks(stat[11:15]) // and its reaped children's: cutime, cstime
+		} else {
+			cpu += cpuTicks(stat[11:13])
 		}
-		// Fields after "(comm)": state ppid ... utime(12th) stime cutime cstime.
-		_, rest, ok := strings.Cut(string(stat), ") ")
-		f := strings.Fields(rest)
-		if !ok || len(f) < 15 {
-			continue
-		}
-		n := 2 // utime, stime
-		switch postmaster {
-		case e.Name():
-			n = 4 // and its reaped children's
-		case f[1]:
-		default:
-			continue
-		}
-		for _, v := range f[11 : 11+n] {
-			t, _ := strconv.ParseInt(v, 10, 64)
-			ticks += t
-		}
-	}
-	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+	})
+	return cpu
 }
 
 // BenchmarkLatency: the daemon running, single-row UPDATEs on crm (10,000

@@ -11,6 +11,9 @@ import (
 	"github.com/tandem-sync/tandem/internal/engine"
 )
 
+// annAndBob inserts two crm contacts.
+const annAndBob = `INSERT INTO contacts (full_name, email, phone) VALUES ('Ann Lee', 'ann@x.com', '1'), ('Bob Ray', 'bob@x.com', '2')`
+
 // ageChangeLog makes every change in change_log look taken eight days ago,
 // past the default retention of seven.
 func (r *rig) ageChangeLog() {
@@ -35,7 +38,7 @@ func TestPruneKeepsWhatASyncHasStillToTake(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, starYAML, map[string]string{"crm": crmDDL, "hubspot": hubspotDDL, "gcontacts": gcontactsDDL})
 	r.eng.PruneBatch = 2
-	r.exec("crm", `INSERT INTO contacts (full_name, email, phone) VALUES ('Ann Lee', 'ann@x.com', '1'), ('Bob Ray', 'bob@x.com', '2')`)
+	r.exec("crm", annAndBob)
 	r.run("contacts") // its initial sync, before capture logged anything
 	r.run("gcontacts")
 	r.exec("crm", `UPDATE contacts SET phone = phone || '-new'`)
@@ -95,7 +98,7 @@ func TestPruneKeepsAPendingRunsWindow(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, contactsYAML(""), twoNodes())
 	r.run("contacts")
-	r.exec("crm", `INSERT INTO contacts (full_name, email, phone) VALUES ('Ann Lee', 'ann@x.com', '1'), ('Bob Ray', 'bob@x.com', '2')`)
+	r.exec("crm", annAndBob)
 	ghost := r.holdApplyLock("hubspot", "target")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -120,7 +123,7 @@ func TestPruneKeepsWhatASyncNotInTheConfigMayNeed(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, contactsYAML(""), twoNodes())
 	r.run("contacts")
-	r.exec("crm", `INSERT INTO contacts (full_name, email, phone) VALUES ('Ann Lee', 'ann@x.com', '1'), ('Bob Ray', 'bob@x.com', '2')`)
+	r.exec("crm", annAndBob)
 	r.run("contacts")
 	r.exec("crm", `UPDATE contacts SET phone = '3'`)
 	r.run("contacts")
