@@ -50,17 +50,11 @@ func listed(t *testing.T, r result) [][]string {
 
 func TestConflictsListShowResolve(t *testing.T) {
 	t.Parallel()
-	ctl := pgtest.NewDB(t)
-	crm := newNode(t, phonesDDL)
-	hubspot := newNode(t, hsPhonesDDL)
-	env := urls(ctl.URL, crm.URL, hubspot.URL)
-	env["USER"] = "alice"
-	cfg := fixture("manual.yaml")
-	tandem := func(args ...string) result { return mustRun(t, env, append([]string{"-c", cfg}, args...)...) }
+	p := newPhones(t, fixture("manual.yaml"))
+	ctl, crm, hubspot := p.ctl, p.crm, p.hubspot
+	p.env["USER"] = "alice"
+	tandem := func(args ...string) result { return p.must(t, args...) }
 	runs := func() string { return column(t, ctl, "SELECT count(*)::text FROM tandem.sync_runs")[0] }
-	tandem("migrate")
-	tandem("install", "crm")
-	tandem("install", "hubspot")
 	crm.Exec(t, "INSERT INTO contacts (email, phone) VALUES ('ann@x.com', '100'), ('bob@x.com', '200')")
 	require.Contains(t, tandem("run", "--once").stdout, "sync contacts: 2 synced (2 created")
 	require.Equal(t, "no open conflicts\n", tandem("conflicts", "list").stdout)
@@ -101,7 +95,7 @@ func TestConflictsListShowResolve(t *testing.T) {
 	require.Contains(t, r.stdout, "by alice\n")
 	require.Contains(t, r.stdout, "kept:\n  {\n    \"target\": {\n      \"phone_number\": \"from-hubspot\"\n    }\n  }\n")
 
-	r = run(t, env, "-c", cfg, "conflicts", "resolve", "1", "--take", "source")
+	r = p.run(t, "conflicts", "resolve", "1", "--take", "source")
 	require.Equal(t, cli.ExitFailure, r.code, r)
 	require.Contains(t, r.stderr, "tandem: conflict 1 is already resolved (manual:target by alice at ")
 
@@ -110,7 +104,7 @@ func TestConflictsListShowResolve(t *testing.T) {
 	hubspot.Exec(t, "UPDATE hs_contacts SET phone_number = '202' WHERE email = 'bob@x.com'")
 	tandem("run", "--once")
 	noUser := urls(ctl.URL, crm.URL, hubspot.URL)
-	r = mustRun(t, noUser, "-c", cfg, "conflicts", "resolve", "2", "--value", `{"phone": "555"}`)
+	r = mustRun(t, noUser, "-c", p.cfg, "conflicts", "resolve", "2", "--value", `{"phone": "555"}`)
 	require.Equal(t, "conflict 2 resolved: took the given value\n", r.stdout)
 	require.Equal(t, []string{"from-hubspot", "555"}, column(t, crm, "SELECT phone FROM contacts ORDER BY id"))
 	require.Equal(t, []string{"from-hubspot", "555"}, column(t, hubspot, "SELECT phone_number FROM hs_contacts ORDER BY hs_id"))

@@ -140,3 +140,35 @@ func nodePool(t *testing.T, url string) *pgxpool.Pool {
 	t.Cleanup(pool.Close)
 	return pool
 }
+
+// phones is a control database, and crm and hubspot nodes holding the
+// phones tables (phonesDDL, hsPhonesDDL), migrated and with capture
+// installed for config file cfg.
+type phones struct {
+	ctl, crm, hubspot *pgtest.DB
+	env               vars
+	cfg               string
+}
+
+// newPhones sets up phones for config file cfg (a path).
+func newPhones(t *testing.T, cfg string) *phones {
+	t.Helper()
+	p := &phones{ctl: pgtest.NewDB(t), crm: newNode(t, phonesDDL), hubspot: newNode(t, hsPhonesDDL), cfg: cfg}
+	p.env = urls(p.ctl.URL, p.crm.URL, p.hubspot.URL)
+	for _, args := range [][]string{{"migrate"}, {"install", "crm"}, {"install", "hubspot"}} {
+		p.must(t, args...)
+	}
+	return p
+}
+
+// run runs tandem -c cfg args.
+func (p *phones) run(t *testing.T, args ...string) result {
+	t.Helper()
+	return run(t, p.env, append([]string{"-c", p.cfg}, args...)...)
+}
+
+// must is run, failing the test unless tandem exits 0.
+func (p *phones) must(t *testing.T, args ...string) result {
+	t.Helper()
+	return mustRun(t, p.env, append([]string{"-c", p.cfg}, args...)...)
+}

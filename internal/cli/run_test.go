@@ -4,23 +4,15 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/tandem-sync/tandem/internal/pgtest"
 )
 
 // `tandem run --once` ends by pruning the changes past change_log_retention
 // that the syncs have dealt with, and says so.
 func TestRunOncePrunesTheChangeLog(t *testing.T) {
 	t.Parallel()
-	ctl := pgtest.NewDB(t)
-	crm := newNode(t, phonesDDL)
-	hubspot := newNode(t, hsPhonesDDL)
-	env := urls(ctl.URL, crm.URL, hubspot.URL)
-	cfg := fixture("manual.yaml")
-	tandem := func(args ...string) result { return mustRun(t, env, append([]string{"-c", cfg}, args...)...) }
-	tandem("migrate")
-	tandem("install", "crm")
-	tandem("install", "hubspot")
+	p := newPhones(t, fixture("manual.yaml"))
+	ctl, crm := p.ctl, p.crm
+	tandem := func(args ...string) result { return p.must(t, args...) }
 	crm.Exec(t, "INSERT INTO contacts (email, phone) VALUES ('ann@x.com', '100')")
 	tandem("run", "--once")
 	crm.Exec(t, "UPDATE contacts SET phone = '101'")

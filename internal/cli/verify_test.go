@@ -12,7 +12,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-sync/tandem/internal/cli"
-	"github.com/tandem-sync/tandem/internal/pgtest"
 )
 
 // TestVerifyExitCodes: verify prints its summary and exits 0 on tables in
@@ -20,17 +19,11 @@ import (
 // tandem's back, and exits 2 on a bad command line.
 func TestVerifyExitCodes(t *testing.T) {
 	t.Parallel()
-	ctl := pgtest.NewDB(t)
-	crm := newNode(t, phonesDDL)
-	hubspot := newNode(t, hsPhonesDDL)
-	env := urls(ctl.URL, crm.URL, hubspot.URL)
-	cfg := fixture("manual.yaml")
-	tandem := func(args ...string) result { return run(t, env, append([]string{"-c", cfg}, args...)...) }
-	for _, args := range [][]string{{"migrate"}, {"install", "crm"}, {"install", "hubspot"}} {
-		mustRun(t, env, append([]string{"-c", cfg}, args...)...)
-	}
+	p := newPhones(t, fixture("manual.yaml"))
+	crm, hubspot := p.crm, p.hubspot
+	tandem := func(args ...string) result { return p.run(t, args...) }
 	crm.Exec(t, "INSERT INTO contacts (email, phone) SELECT 'p' || i || '@x.com', i::text FROM generate_series(1, 60) i")
-	mustRun(t, env, "-c", cfg, "run", "--once")
+	p.must(t, "run", "--once")
 
 	r := tandem("verify", "contacts")
 	require.Equal(t, cli.ExitOK, r.code, r)
@@ -85,24 +78,19 @@ func slicesIndex(lines []string, prefix string) int {
 // back, verifies again and exits 0; the value it overwrote is a conflict.
 func TestVerifyRepair(t *testing.T) {
 	t.Parallel()
-	ctl := pgtest.NewDB(t)
-	crm := newNode(t, phonesDDL)
-	hubspot := newNode(t, hsPhonesDDL)
-	env := urls(ctl.URL, crm.URL, hubspot.URL)
 	manual, err := os.ReadFile(fixture("manual.yaml"))
 	require.NoError(t, err)
 	cfg := filepath.Join(t.TempDir(), "tandem.yaml")
 	require.NoError(t, os.WriteFile(cfg, []byte(strings.Replace(string(manual), "conflict: manual", "conflict: source_wins", 1)), 0o600))
-	for _, args := range [][]string{{"migrate"}, {"install", "crm"}, {"install", "hubspot"}} {
-		mustRun(t, env, append([]string{"-c", cfg}, args...)...)
-	}
+	p := newPhones(t, cfg)
+	ctl, crm, hubspot := p.ctl, p.crm, p.hubspot
 	crm.Exec(t, "INSERT INTO contacts (email, phone) SELECT 'p' || i || '@x.com', i::text FROM generate_series(1, 40) i")
-	mustRun(t, env, "-c", cfg, "run", "--once")
+	p.must(t, "run", "--once")
 	hubspot.Exec(t, `SET session_replication_role = replica;
 		UPDATE hs_contacts SET phone_number = 'x' WHERE hs_id IN (3, 4);
 		DELETE FROM hs_contacts WHERE hs_id = 9`)
 
-	r := run(t, env, "-c", cfg, "verify", "contacts", "--repair")
+	r := p.run(t, "verify", "contacts", "--repair")
 	require.Equal(t, cli.ExitOK, r.code, r)
 	require.Contains(t, r.stdout, "differing:         2\n", r)
 	require.Contains(t, r.stdout, "missing on target: 1\n", r)
@@ -111,6 +99,6 @@ func TestVerifyRepair(t *testing.T) {
 	require.Equal(t, []string{"3", "4"}, column(t, hubspot, `SELECT phone_number FROM hs_contacts WHERE email IN ('p3@x.com', 'p4@x.com') ORDER BY 1`))
 	require.Equal(t, []string{`{"target": {"phone_number": "x"}}`, `{"target": {"phone_number": "x"}}`},
 		column(t, ctl, `SELECT lost::text FROM tandem.sync_conflicts ORDER BY id`))
-	r = run(t, env, "-c", cfg, "run", "--once")
+	r = p.run(t, "run", "--once")
 	require.Contains(t, r.stdout, "sync contacts: 0 synced", r)
 }
