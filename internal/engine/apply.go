@@ -99,7 +99,9 @@ func (r *syncRun) applyOnce(ctx context.Context, s *side, w window, writes []*wr
 		r.cfg.ID, s.Which.String(), lockTimeout, marked)
 	// The result only when it is this run's: an initial sync's lists
 	// thousands of created keys, read back (detoasted) for nothing otherwise.
-	b.Queue(`SELECT run_id, CASE WHEN run_id = $3 THEN result END FROM tandem.applied WHERE sync_id = $1 AND side = $2`,
+	// (result #>> '{}': the text of the JSON string the result is stored
+	// as, or of an object, as an earlier version stored it.)
+	b.Queue(`SELECT run_id, CASE WHEN run_id = $3 THEN result #>> '{}' END FROM tandem.applied WHERE sync_id = $1 AND side = $2`,
 		r.cfg.ID, s.Which.String(), w.RunID).
 		QueryRow(func(row pgx.Row) error {
 			err := row.Scan(&runID, &stored)
@@ -142,12 +144,15 @@ func (r *syncRun) applyOnce(ctx context.Context, s *side, w window, writes []*wr
 			doc = encodeJSON(m)
 		}
 	}
+	// The marker's list and the result go in as JSON strings holding their
+	// text (to_jsonb of text): parsed as jsonb, the thousands of objects a
+	// bulk apply lists cost the node more than the writes.
 	_, err = tx.Exec(ctx, `WITH marker AS (
 			INSERT INTO tandem.change_queue (table_name, op, new, origin)
-			SELECT $5, 'applied', $6::jsonb, $1 WHERE $6::jsonb IS NOT NULL)
-		INSERT INTO tandem.applied (sync_id, side, run_id, result) VALUES ($1, $2, $3, $4)
+			SELECT $5, 'applied', to_jsonb($6::text), $1 WHERE $6::text IS NOT NULL)
+		INSERT INTO tandem.applied (sync_id, side, run_id, result) VALUES ($1, $2, $3, to_jsonb($4::text))
 		ON CONFLICT (sync_id, side) DO UPDATE SET run_id = excluded.run_id, result = excluded.result, applied_at = now()`,
-		r.cfg.ID, s.Which.String(), w.RunID, encodeJSON(res), s.Table, doc)
+		r.cfg.ID, s.Which.String(), w.RunID, string(encodeJSON(res)), s.Table, markerText(doc))
 	if err != nil {
 		return nil, fmt.Errorf("recording the apply in tandem.applied: %w", err)
 	}
@@ -390,6 +395,16 @@ func (s *side) insertSQL(vals Values) string {
 	cols, rcols := quotedAll(names), columnRefs("r", names)
 	return fmt.Sprintf(`INSERT INTO %[1]s AS t (%[2]s) SELECT %[3]s FROM jsonb_populate_record(NULL::%[1]s, $1::jsonb) r RETURNING %[4]s`,
 		s.ident, strings.Join(cols, ", "), strings.Join(rcols, ", "), s.keyObject("t"))
+}
+
+// markerText is a marker's list as a text parameter: nil (SQL NULL) when
+// there is none.
+func markerText(doc []byte) *string {
+	if doc == nil {
+		return nil
+	}
+	t := string(doc)
+	return &t
 }
 
 // marked is one write of an apply's marker.

@@ -178,7 +178,7 @@ func lostCandidates(t *testing.T, r *rig) []string {
 		  AND NOT EXISTS (SELECT 1 FROM tandem.change_log b WHERE b.node = a.node AND b.keys = a.keys AND b.id > a.id
 		                  AND b.origin IS NULL AND (b.op = 'delete' OR b.new ? a.col))
 		  AND NOT EXISTS (SELECT 1 FROM tandem.change_log e
-		                  CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN e.op = 'applied' THEN e.new -> 'writes'
+		                  CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN e.op = 'applied' THEN (e.new #>> '{}')::jsonb -> 'writes'
 		                                     ELSE jsonb_build_array(jsonb_build_object('vals', e.new)) END) w
 		                  WHERE e.node <> a.node AND e.origin = 'contacts'
 		                  AND (w -> 'vals' ->> 'phone' = a.new ->> a.col OR w -> 'vals' ->> 'phone_number' = a.new ->> a.col))

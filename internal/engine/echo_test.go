@@ -10,14 +10,18 @@ import (
 
 // echoModes runs a test with the engine's writes to hubspot marked (capture
 // version 3: one marker row per apply) and captured row by row (a node
-// still at capture version 2, or a table another sync reads too).
+// still at capture version 2, or a table another sync reads too); in
+// objectMarker mode, a test that reads a marker finds its list as an
+// object, as engines before it went in as a JSON string wrote it.
 var echoModes = []struct {
-	name    string
-	version int
-	perRow  bool
+	name         string
+	version      int
+	perRow       bool
+	objectMarker bool
 }{
-	{"marked", 3, false},
-	{"captured row by row", 2, true},
+	{"marked", 3, false, false},
+	{"captured row by row", 2, true, false},
+	{"marked by an earlier engine", 3, false, true},
 }
 
 func TestAppliesComeBackAsOneMarker(t *testing.T) {
@@ -43,7 +47,7 @@ func TestAppliesComeBackAsOneMarker(t *testing.T) {
 				require.Equal(t, []string{"applied", "applied"}, echoes, "one marker per apply, none per row")
 				require.Equal(t, []string{`insert {"id": 1}`, `insert {"id": 2}`, `insert {"id": 3}`},
 					r.ctlRows(`SELECT w ->> 'op' || ' ' || (w -> 'key')::text FROM tandem.change_log l,
-						jsonb_array_elements(l.new -> 'writes') w WHERE l.node = 'hubspot' AND l.id = (
+						jsonb_array_elements((l.new #>> '{}')::jsonb -> 'writes') w WHERE l.node = 'hubspot' AND l.id = (
 						SELECT min(id) FROM tandem.change_log WHERE node = 'hubspot' AND op = 'applied')`))
 			}
 			require.Equal(t, []string{"P|1|10", "P|2|20"}, r.rows("hubspot", "SELECT firstname, lastname, phone_number FROM hs_contacts ORDER BY id"))
@@ -85,6 +89,10 @@ func TestWriteOverwrittenByARacingApplyIsRecorded(t *testing.T) {
 			require.NoError(t, app.Commit(ctx))
 			require.NoError(t, <-done)
 			require.Equal(t, []string{"crm"}, r.rows("hubspot", "SELECT phone_number FROM hs_contacts"), "the apply went in after the application's write")
+			if mode.objectMarker {
+				require.Equal(t, 1, r.nodeInt("hubspot", `WITH m AS (UPDATE tandem.change_queue SET new = (new #>> '{}')::jsonb
+					WHERE op = 'applied' AND jsonb_typeof(new) = 'string' RETURNING 1) SELECT count(*) FROM m`))
+			}
 
 			r.run("contacts") // takes the application's write and the apply's echo
 			r.idle("contacts")

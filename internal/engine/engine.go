@@ -248,6 +248,9 @@ type syncRun struct {
 	// ahead: the chunk after the last one, being read; next: the read this
 	// run started.
 	ahead, next *readAhead
+	// looked: each side's look-ahead the run before started; looking: the
+	// ones this run started.
+	looked, looking [2]*lookAhead
 	// repair: keys of each side to repair (see Repair), when no run is
 	// pending and no initial sync under way; repairPlanned: this run is it.
 	repair        *[2][]Values
@@ -332,7 +335,12 @@ func (e *Engine) runLocked(ctx context.Context, s *config.Sync, trigger string, 
 		}
 	}
 	var ahead *readAhead
-	defer func() { ahead.wait() }()
+	var looked [2]*lookAhead
+	defer func() {
+		ahead.wait()
+		looked[0].wait()
+		looked[1].wait()
+	}()
 	for {
 		// Pull before every window: the echoes of the last window's applies
 		// must be in change_log before the next window is cut.
@@ -353,9 +361,11 @@ func (e *Engine) runLocked(ctx context.Context, s *config.Sync, trigger string, 
 				e.reportProgress(ctx, id, false)
 			}
 		}
-		r.ahead, r.repair = ahead, repair
+		r.ahead, r.repair, r.looked = ahead, repair, looked
 		res, more, err := r.run(ctx, trigger)
-		ahead = r.next
+		ahead, looked = r.next, r.looking
+		r.looked[0].wait() // taken, or not to be
+		r.looked[1].wait()
 		if r.repairPlanned {
 			repair = nil
 		}
@@ -460,8 +470,7 @@ func (r *syncRun) run(ctx context.Context, trigger string) (res Result, more boo
 		log.Info("run", "created", res.Created, "updated", res.Updated, "deleted", res.Deleted,
 			"conflicts", res.Conflicts, "errors", res.Errors, "ms", time.Since(start).Milliseconds())
 	}
-	full := w.SourceThrough-w.SourceFrom >= int64(r.e.windowSize())/2 || w.TargetThrough-w.TargetFrom >= int64(r.e.windowSize())/2
-	return res, full || w.Redo || w.Seed != nil, nil
+	return res, w.full(r.e.windowSize()) || w.Redo || w.Seed != nil, nil
 }
 
 // execute does a planned window: load, resolve, apply, record.
@@ -487,10 +496,27 @@ func (r *syncRun) execute(ctx context.Context, w window, res Result) (Result, er
 	if err != nil {
 		return res, err
 	}
+	// When a backlog follows, the next window's changes are read while this
+	// one applies and records: at once on a side it writes nothing to, on a
+	// side it writes once that apply is in (its marker comes next).
+	lookAhead := func(s *side) {
+		if w.Seed == nil && w.full(r.e.windowSize()) {
+			_, through := w.bounds(s.Which)
+			r.looking[s.Which] = r.lookAhead(ctx, s, through)
+		}
+	}
+	for _, s := range r.sides() {
+		if len(p.writes[s.Which]) == 0 {
+			lookAhead(s)
+		}
+	}
 	var results [2]*applyResult
 	for _, s := range []mapping.Side{mapping.Target, mapping.Source} {
 		if results[s], err = r.apply(ctx, r.sides()[s], w, p.writes[s]); err != nil {
 			return res, err
+		}
+		if len(p.writes[s]) > 0 {
+			lookAhead(r.sides()[s])
 		}
 	}
 	return r.finish(ctx, w, p, ents, results, res)

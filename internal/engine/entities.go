@@ -22,7 +22,7 @@ func (r *syncRun) resolveWindow(ctx context.Context, w window) (*plan, []*entity
 		if !r.flows(s.Which) {
 			continue // a one-way sync ignores the other side's changes
 		}
-		changes, err := r.loadChanges(ctx, s, bounds[i][0], bounds[i][1])
+		changes, err := r.windowChanges(ctx, s, bounds[i][0], bounds[i][1])
 		if err != nil {
 			return nil, nil, err
 		}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tandem-sync/tandem/internal/mapping"
 )
 
 // window is the part of each side's change_log a run consumes: ids in
@@ -22,6 +24,20 @@ type window struct {
 	// Seed: the run is a chunk of the initial sync; the change_log windows
 	// are empty (they wait until the initial sync is done).
 	Seed *seed
+}
+
+// bounds returns side s's ids (from, through].
+func (w window) bounds(s mapping.Side) (from, through int64) {
+	if s == mapping.Target {
+		return w.TargetFrom, w.TargetThrough
+	}
+	return w.SourceFrom, w.SourceThrough
+}
+
+// full reports whether a side's window took as many changes as a window
+// of size may (give or take other nodes' ids among them): more may follow.
+func (w window) full(size int) bool {
+	return w.SourceThrough-w.SourceFrom >= int64(size)/2 || w.TargetThrough-w.TargetFrom >= int64(size)/2
 }
 
 func (w window) empty() bool {
@@ -114,15 +130,26 @@ func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (w
 // overwrote must be in the same window as the apply, or it would be sent to
 // the other side after the apply had replaced it here.
 func (r *syncRun) windowEnds(ctx context.Context, tx pgx.Tx, sourceFrom, targetFrom int64) (source, target int64, err error) {
-	const end = `coalesce(greatest(
-		(SELECT max(id) FROM (SELECT id FROM tandem.change_log
-		  WHERE id > $%[3]d AND node = $%[1]d AND table_name = $%[2]d ORDER BY id LIMIT $7) w),
-		(SELECT max(id) FROM tandem.change_log
-		  WHERE node = $%[1]d AND table_name = $%[2]d AND origin = $8 AND id > $%[3]d)), $%[3]d)`
-	err = tx.QueryRow(ctx, "SELECT "+fmt.Sprintf(end, 1, 2, 3)+", "+fmt.Sprintf(end, 4, 5, 6),
+	err = tx.QueryRow(ctx, "SELECT "+windowEndSQL(1, 2, 3, 7, 8)+", "+windowEndSQL(4, 5, 6, 7, 8),
 		r.src.Node, r.src.Table, sourceFrom, r.tgt.Node, r.tgt.Table, targetFrom, r.e.windowSize(), r.cfg.ID).
 		Scan(&source, &target)
 	return source, target, err
+}
+
+// windowEnd is windowEnds for side s alone.
+func (r *syncRun) windowEnd(ctx context.Context, s *side, from int64) (end int64, err error) {
+	err = r.e.Control.QueryRow(ctx, "SELECT "+windowEndSQL(1, 2, 3, 4, 5), s.Node, s.Table, from, r.e.windowSize(), r.cfg.ID).Scan(&end)
+	return end, err
+}
+
+// windowEndSQL is the expression of a side's window end, with the numbers
+// of its parameters: node, table, from, the window size, the sync's id.
+func windowEndSQL(node, table, from, size, id int) string {
+	return fmt.Sprintf(`coalesce(greatest(
+		(SELECT max(id) FROM (SELECT id FROM tandem.change_log
+		  WHERE id > $%[3]d AND node = $%[1]d AND table_name = $%[2]d ORDER BY id LIMIT $%[4]d) w),
+		(SELECT max(id) FROM tandem.change_log
+		  WHERE node = $%[1]d AND table_name = $%[2]d AND origin = $%[5]d AND id > $%[3]d)), $%[3]d)`, node, table, from, size, id)
 }
 
 // loadChanges reads one side's window from change_log, in capture order.
@@ -133,63 +160,99 @@ func (r *syncRun) windowEnds(ctx context.Context, tx pgx.Tx, sourceFrom, targetF
 // those entities: a catch-up window of nothing but the last window's
 // echoes decodes no marker at all.
 func (r *syncRun) loadChanges(ctx context.Context, s *side, from, through int64) ([]change, error) {
-	if from == through {
-		return nil, nil
+	rows, err := r.readChanges(ctx, s, from, through)
+	if err != nil {
+		return nil, err
 	}
-	rows, err := r.e.Control.Query(ctx, `SELECT id, op, keys, old, new, captured_at, coalesce(origin, '')
+	return rows.expand()
+}
+
+// changeRows is a run of one side's change_log rows, in capture order:
+// the changes, and the sync's own markers, each with its place among them.
+type changeRows struct {
+	changes []change
+	markers []markerRow
+}
+
+// markerRow is one of the sync's markers, before its writes are expanded.
+type markerRow struct {
+	at  int // its place in changes
+	c   change
+	doc []byte
+}
+
+// readChanges reads side s's changes in change_log ids (from, through].
+func (r *syncRun) readChanges(ctx context.Context, s *side, from, through int64) (changeRows, error) {
+	var out changeRows
+	if from == through {
+		return out, nil
+	}
+	// new #>> '{}': a row's values as text, or a marker's list, stored as
+	// the text of a JSON string (or, by earlier versions, as an object).
+	rows, err := r.e.Control.Query(ctx, `SELECT id, op, keys, old, new #>> '{}', captured_at, coalesce(origin, '')
 		FROM tandem.change_log WHERE id > $3 AND id <= $4 AND node = $1 AND table_name = $2 ORDER BY id`,
 		s.Node, s.Table, from, through)
 	if err != nil {
-		return nil, fmt.Errorf("control: reading changes of %s on node %s: %w", s.Table, s.Node, err)
+		return out, fmt.Errorf("control: reading changes of %s on node %s: %w", s.Table, s.Node, err)
 	}
 	defer rows.Close()
-	out := make([]change, 0, min(through-from, int64(r.e.windowSize())))
-	type pending struct {
-		at  int // its place in out
-		c   change
-		doc []byte
-	}
-	var markers []pending
+	out.changes = make([]change, 0, min(through-from, int64(r.e.windowSize())))
 	for rows.Next() {
 		var c change
 		var keys, oldB, newB []byte
 		if err := rows.Scan(&c.ID, &c.Op, &keys, &oldB, &newB, &c.CapturedAt, &c.Origin); err != nil {
-			return nil, fmt.Errorf("control: reading changes of %s on node %s: %w", s.Table, s.Node, err)
+			return out, fmt.Errorf("control: reading changes of %s on node %s: %w", s.Table, s.Node, err)
 		}
 		if c.Op == opApplied {
 			if c.Origin == r.cfg.ID { // another sync's marker is skipped: it alone reads this table
-				markers = append(markers, pending{len(out), c, newB})
+				out.markers = append(out.markers, markerRow{len(out.changes), c, newB})
 			}
 			continue
 		}
 		if c.KeyVals, c.Key, err = decodeKey(keys); err != nil {
-			return nil, fmt.Errorf("change_log %d: keys: %w", c.ID, err)
+			return out, fmt.Errorf("change_log %d: keys: %w", c.ID, err)
 		}
 		if c.Old, err = decodeFlat(oldB); err != nil {
-			return nil, fmt.Errorf("change_log %d: old: %w", c.ID, err)
+			return out, fmt.Errorf("change_log %d: old: %w", c.ID, err)
 		}
 		if c.New, err = decodeFlat(newB); err != nil {
-			return nil, fmt.Errorf("change_log %d: new: %w", c.ID, err)
+			return out, fmt.Errorf("change_log %d: new: %w", c.ID, err)
 		}
-		out = append(out, c)
+		out.changes = append(out.changes, c)
 	}
-	if err := rows.Err(); err != nil || len(markers) == 0 || len(out) == 0 {
-		return out, err
+	return out, rows.Err()
+}
+
+// then appends the rows that follow these.
+func (c *changeRows) then(more changeRows) {
+	for _, m := range more.markers {
+		m.at += len(c.changes)
+		c.markers = append(c.markers, m)
 	}
-	wanted := make(map[string]bool, len(out))
-	for _, c := range out {
-		wanted[c.Key] = true
+	c.changes = append(c.changes, more.changes...)
+}
+
+// expand returns the changes with each marker's writes to the entities the
+// changes hold, in the marker's place.
+func (c changeRows) expand() ([]change, error) {
+	if len(c.markers) == 0 || len(c.changes) == 0 {
+		return c.changes, nil
 	}
-	merged := make([]change, 0, len(out))
+	wanted := make(map[string]bool, len(c.changes))
+	for _, ch := range c.changes {
+		wanted[ch.Key] = true
+	}
+	merged := make([]change, 0, len(c.changes))
 	next := 0
-	for _, m := range markers {
-		merged = append(merged, out[next:m.at]...)
+	var err error
+	for _, m := range c.markers {
+		merged = append(merged, c.changes[next:m.at]...)
 		next = m.at
 		if merged, err = appendMarked(merged, m.c, m.doc, wanted); err != nil {
 			return nil, err
 		}
 	}
-	return append(merged, out[next:]...), nil
+	return append(merged, c.changes[next:]...), nil
 }
 
 // appendMarked appends the writes an apply's marker lists to entities in

@@ -1,0 +1,67 @@
+package engine
+
+import (
+	"context"
+
+	"github.com/tandem-sync/tandem/internal/mapping"
+)
+
+// lookAhead reads the changes of one side's next window while the window
+// before it applies and records: it pulls the side's node, then reads the
+// change_log rows the next window will start with. Rows in change_log do
+// not change, and those of one node are complete up to the last one read
+// (each node's changes are taken in turn), so they are exactly what the
+// next window would read there; the window itself is still cut as ever,
+// after this one's echoes are in, and reads what follows them.
+type lookAhead struct {
+	side          mapping.Side
+	from, through int64
+	rows          changeRows
+	err           error
+	done          chan struct{}
+}
+
+// lookAhead starts reading side s's changes after from.
+func (r *syncRun) lookAhead(ctx context.Context, s *side, from int64) *lookAhead {
+	a := &lookAhead{side: s.Which, from: from, through: from, done: make(chan struct{})}
+	sc := &side{Which: s.Which, Node: s.Node, Table: s.Table} // its own: the run goes on with s
+	go func() {
+		defer close(a.done)
+		if _, a.err = r.e.Pull(ctx, sc.Node); a.err != nil {
+			return
+		}
+		if a.through, a.err = r.windowEnd(ctx, sc, from); a.err != nil {
+			return
+		}
+		a.rows, a.err = r.readChanges(ctx, sc, from, a.through)
+	}()
+	return a
+}
+
+// wait lets a read still under way end.
+func (a *lookAhead) wait() {
+	if a != nil {
+		<-a.done
+	}
+}
+
+// windowChanges is loadChanges of side s's window (from, through], taking
+// the rows a look-ahead of the run before already read.
+func (r *syncRun) windowChanges(ctx context.Context, s *side, from, through int64) ([]change, error) {
+	a := r.looked[s.Which]
+	if a != nil {
+		<-a.done
+	}
+	if a == nil || a.err != nil || a.from != from || a.through > through {
+		return r.loadChanges(ctx, s, from, through)
+	}
+	rows := a.rows
+	if a.through < through {
+		more, err := r.readChanges(ctx, s, a.through, through)
+		if err != nil {
+			return nil, err
+		}
+		rows.then(more)
+	}
+	return rows.expand()
+}
