@@ -27,6 +27,25 @@ func TestConvergenceUnderFire(t *testing.T) {
 	convergenceUnderFire(t, newRig(t, contactsYAML("    conflict: latest_wins\n    interval: 50ms\n"), twoNodes()))
 }
 
+// The same in windows of 16 changes: a backlog is many full windows, each
+// read ahead while the one before applies, with markers among the rows.
+func TestConvergenceUnderFireInSmallWindows(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, contactsYAML("    conflict: latest_wins\n    interval: 50ms\n"), twoNodes())
+	r.eng.Window = 16
+	convergenceUnderFire(t, r)
+	require.Positive(t, r.eng.LookedAhead(), "no window took rows read ahead")
+}
+
+// The same in small windows with hubspot captured from its WAL.
+func TestConvergenceUnderFireInSmallWindowsWithAWALNode(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, walYAML("    conflict: latest_wins\n    interval: 50ms\n"), walNodes())
+	r.eng.Window = 16
+	convergenceUnderFire(t, r)
+	require.Positive(t, r.eng.LookedAhead(), "no window took rows read ahead")
+}
+
 // The same with hubspot captured from its WAL (capture: wal).
 func TestConvergenceUnderFireWithAWALNode(t *testing.T) {
 	t.Parallel()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -50,6 +51,8 @@ type Engine struct {
 
 	wakeOnce sync.Once
 	wake     chan string // wal nodes whose stream wrote changes
+
+	lookedAhead atomic.Int64 // windows that took rows a look-ahead read (tests)
 }
 
 // walWake delivers the name of a wal node whose stream wrote changes

@@ -55,6 +55,7 @@ func (r *syncRun) windowChanges(ctx context.Context, s *side, from, through int6
 	if a == nil || a.err != nil || a.from != from || a.through > through {
 		return r.loadChanges(ctx, s, from, through)
 	}
+	r.e.lookedAhead.Add(1)
 	rows := a.rows
 	if a.through < through {
 		more, err := r.readChanges(ctx, s, a.through, through)
