@@ -341,8 +341,8 @@ func (e *Engine) runLocked(ctx context.Context, s *config.Sync, trigger string, 
 	var looked [2]*lookAhead
 	defer func() {
 		ahead.wait()
-		looked[0].wait()
-		looked[1].wait()
+		looked[0].stop() // no window follows to take them
+		looked[1].stop()
 	}()
 	for {
 		// Pull before every window: the echoes of the last window's applies
@@ -503,7 +503,9 @@ func (r *syncRun) execute(ctx context.Context, w window, res Result) (Result, er
 	// one applies and records: at once on a side it writes nothing to, on a
 	// side it writes once that apply is in (its marker comes next).
 	lookAhead := func(s *side) {
-		if w.Seed == nil && w.full(r.e.windowSize()) {
+		// (Not on a side whose changes a one-way sync ignores, nor once a
+		// stop is asked for: no window follows.)
+		if w.Seed == nil && w.full(r.e.windowSize()) && r.flows(s.Which) && !stopRequested(ctx) {
 			_, through := w.bounds(s.Which)
 			r.looking[s.Which] = r.lookAhead(ctx, s, through)
 		}

@@ -19,11 +19,13 @@ type lookAhead struct {
 	rows          changeRows
 	err           error
 	done          chan struct{}
+	cancel        context.CancelFunc
 }
 
 // lookAhead starts reading side s's changes after from.
 func (r *syncRun) lookAhead(ctx context.Context, s *side, from int64) *lookAhead {
-	a := &lookAhead{side: s.Which, from: from, through: from, done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(ctx)
+	a := &lookAhead{side: s.Which, from: from, through: from, done: make(chan struct{}), cancel: cancel}
 	sc := &side{Which: s.Which, Node: s.Node, Table: s.Table} // its own: the run goes on with s
 	go func() {
 		defer close(a.done)
@@ -42,6 +44,16 @@ func (r *syncRun) lookAhead(ctx context.Context, s *side, from int64) *lookAhead
 func (a *lookAhead) wait() {
 	if a != nil {
 		<-a.done
+		a.cancel()
+	}
+}
+
+// stop ends a read no window will take (a pull cut off is taken up again
+// by the next one).
+func (a *lookAhead) stop() {
+	if a != nil {
+		a.cancel()
+		<-a.done
 	}
 }
 
@@ -51,6 +63,9 @@ func (r *syncRun) windowChanges(ctx context.Context, s *side, from, through int6
 	a := r.looked[s.Which]
 	if a != nil {
 		<-a.done
+	}
+	if a != nil && a.err != nil {
+		r.e.logger().Debug("reading ahead failed; reading the window", "sync", r.cfg.ID, "node", s.Node, "err", a.err)
 	}
 	if a == nil || a.err != nil || a.from != from || a.through > through {
 		return r.loadChanges(ctx, s, from, through)
