@@ -31,16 +31,16 @@ func TestConvergenceUnderFire(t *testing.T) {
 // the next one is read ahead while it applies, markers among the rows.
 func TestConvergenceUnderFireInSmallWindows(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, contactsYAML("    conflict: latest_wins\n    interval: 50ms\n"), twoNodes())
-	r.eng.Window = 2
-	convergenceUnderFire(t, r)
-	require.Positive(t, r.eng.LookedAhead(), "no window took rows read ahead")
+	inSmallWindows(t, newRig(t, contactsYAML("    conflict: latest_wins\n    interval: 50ms\n"), twoNodes()))
 }
 
 // The same in small windows with hubspot captured from its WAL.
 func TestConvergenceUnderFireInSmallWindowsWithAWALNode(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, walYAML("    conflict: latest_wins\n    interval: 50ms\n"), walNodes())
+	inSmallWindows(t, newRig(t, walYAML("    conflict: latest_wins\n    interval: 50ms\n"), walNodes()))
+}
+
+func inSmallWindows(t *testing.T, r *rig) {
 	r.eng.Window = 2
 	convergenceUnderFire(t, r)
 	require.Positive(t, r.eng.LookedAhead(), "no window took rows read ahead")
