@@ -53,6 +53,7 @@ type Engine struct {
 	wake     chan string // wal nodes whose stream wrote changes
 
 	lookedAhead atomic.Int64 // windows that took rows a look-ahead read (tests)
+	readAhead   atomic.Int64 // look-aheads that read their links (tests)
 }
 
 // walWake delivers the name of a wal node whose stream wrote changes
@@ -254,6 +255,10 @@ type syncRun struct {
 	// looked: each side's look-ahead the run before started; looking: the
 	// ones this run started.
 	looked, looking [2]*lookAhead
+	// relinked: per side, the keys whose links this run's record changed;
+	// relinkedBefore: the run before's, whose look-ahead read links
+	// maybe before that record.
+	relinked, relinkedBefore [2]map[string]bool
 	// repair: keys of each side to repair (see Repair), when no run is
 	// pending and no initial sync under way; repairPlanned: this run is it.
 	repair        *[2][]Values
@@ -339,6 +344,7 @@ func (e *Engine) runLocked(ctx context.Context, s *config.Sync, trigger string, 
 	}
 	var ahead *readAhead
 	var looked [2]*lookAhead
+	var relinked [2]map[string]bool
 	defer func() {
 		ahead.wait()
 		looked[0].stop() // no window follows to take them
@@ -364,9 +370,9 @@ func (e *Engine) runLocked(ctx context.Context, s *config.Sync, trigger string, 
 				e.reportProgress(ctx, id, false)
 			}
 		}
-		r.ahead, r.repair, r.looked = ahead, repair, looked
+		r.ahead, r.repair, r.looked, r.relinkedBefore = ahead, repair, looked, relinked
 		res, more, err := r.run(ctx, trigger)
-		ahead, looked = r.next, r.looking
+		ahead, looked, relinked = r.next, r.looking, r.relinked
 		r.looked[0].wait() // taken, or not to be
 		r.looked[1].wait()
 		if r.repairPlanned {

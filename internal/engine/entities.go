@@ -66,7 +66,7 @@ func (r *syncRun) entities(ctx context.Context, nets [2][]*netChange) ([]*entity
 			keys[s] = append(keys[s], n.Key)
 		}
 	}
-	links, err := r.loadLinks(ctx, keys)
+	links, err := r.windowLinks(ctx, keys)
 	if err != nil {
 		return nil, err
 	}

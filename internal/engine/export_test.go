@@ -2,3 +2,6 @@ package engine
 
 // LookedAhead is how many windows have taken rows a look-ahead read.
 func (e *Engine) LookedAhead() int64 { return e.lookedAhead.Load() }
+
+// ReadAhead is how many look-aheads have read their links.
+func (e *Engine) ReadAhead() int64 { return e.readAhead.Load() }

@@ -16,6 +16,7 @@ import (
 // window stays pending and a restart redoes it.
 func (r *syncRun) finish(ctx context.Context, w window, p *plan, ents []*entity, results [2]*applyResult, res Result) (Result, error) {
 	links, unlinks, done := r.outcomes(p, results)
+	r.relinked = relinked(links, unlinks)
 	for s, ar := range results {
 		res.Created += ar.Inserted
 		res.Updated += ar.Updated
@@ -146,6 +147,24 @@ func (r *syncRun) missingConflicts(p *plan, to mapping.Side, ar *applyResult) {
 			Lost:    map[string]Values{from.String(): w.ent.net[from].Vals},
 		})
 	}
+}
+
+// relinked returns, per side, the key texts whose links a run's record
+// changes: the keys of the links it makes (each replaces the links of
+// either key) and of those it removes.
+func relinked(links [][2]string, unlinks [][2]Values) [2]map[string]bool {
+	out := [2]map[string]bool{make(map[string]bool, len(links)+len(unlinks)), make(map[string]bool, len(links)+len(unlinks))}
+	for _, l := range links {
+		out[0][l[0]], out[1][l[1]] = true, true
+	}
+	for _, u := range unlinks {
+		for s, k := range u {
+			if k != nil {
+				out[s][canonicalKey(k)] = true
+			}
+		}
+	}
+	return out
 }
 
 // saveLinks records links; seen are the snapshots an initial sync's chunk

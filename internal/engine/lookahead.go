@@ -13,10 +13,18 @@ import (
 // (each node's changes are taken in turn), so they are exactly what the
 // next window would read there; the window itself is still cut as ever,
 // after this one's echoes are in, and reads what follows them.
+//
+// It also reads the links of those changes' keys. Only a run's record
+// changes links while the sync is held, so they are the next window's
+// links, except for the keys the window before relinked (its record may
+// come after the read): those the next window reads again.
 type lookAhead struct {
 	side          mapping.Side
 	from, through int64
 	rows          changeRows
+	links         map[string]linkedKey // by key text of the side: the other side's key
+	asked         map[string]bool      // the key texts whose links were read
+	used          bool                 // a window took the rows
 	err           error
 	done          chan struct{}
 	cancel        context.CancelFunc
@@ -35,7 +43,21 @@ func (r *syncRun) lookAhead(ctx context.Context, s *side, from int64) *lookAhead
 		if a.through, a.err = r.windowEnd(ctx, sc, from); a.err != nil {
 			return
 		}
-		a.rows, a.err = r.readChanges(ctx, sc, from, a.through)
+		if a.rows, a.err = r.readChanges(ctx, sc, from, a.through); a.err != nil {
+			return
+		}
+		a.asked = make(map[string]bool, len(a.rows.changes))
+		var keys [2][]string
+		for _, c := range a.rows.changes {
+			if c.Op != opTruncate && !a.asked[c.Key] {
+				a.asked[c.Key] = true
+				keys[sc.Which] = append(keys[sc.Which], c.Key)
+			}
+		}
+		var links [2]map[string]linkedKey
+		links, a.err = r.loadLinks(ctx, keys)
+		a.links = links[sc.Which]
+		r.e.readAhead.Add(1)
 	}()
 	return a
 }
@@ -71,6 +93,7 @@ func (r *syncRun) windowChanges(ctx context.Context, s *side, from, through int6
 		return r.loadChanges(ctx, s, from, through)
 	}
 	r.e.lookedAhead.Add(1)
+	a.used = true
 	rows := a.rows
 	if a.through < through {
 		more, err := r.readChanges(ctx, s, a.through, through)
@@ -80,4 +103,39 @@ func (r *syncRun) windowChanges(ctx context.Context, s *side, from, through int6
 		rows.then(more)
 	}
 	return rows.expand()
+}
+
+// windowLinks is loadLinks for the window's keys, taking the links a
+// look-ahead read for its changes, but for keys the run before relinked,
+// or linked to a key it relinked.
+func (r *syncRun) windowLinks(ctx context.Context, keys [2][]string) ([2]map[string]linkedKey, error) {
+	var ask [2][]string
+	var known [2]map[string]linkedKey
+	for s := range keys {
+		a := r.looked[s]
+		if a == nil || !a.used {
+			ask[s] = keys[s]
+			continue
+		}
+		known[s] = make(map[string]linkedKey, len(keys[s]))
+		for _, k := range keys[s] {
+			l, linked := a.links[k]
+			switch {
+			case !a.asked[k] || r.relinkedBefore[s][k], linked && r.relinkedBefore[1-s][l.text]:
+				ask[s] = append(ask[s], k)
+			case linked:
+				known[s][k] = l
+			}
+		}
+	}
+	out, err := r.loadLinks(ctx, ask)
+	if err != nil {
+		return out, err
+	}
+	for s := range known {
+		for k, l := range known[s] {
+			out[s][k] = l
+		}
+	}
+	return out, nil
 }
