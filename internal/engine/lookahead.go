@@ -14,10 +14,11 @@ import (
 // next window would read there; the window itself is still cut as ever,
 // after this one's echoes are in, and reads what follows them.
 //
-// It also reads the links of those changes' keys. Only a run's record
-// changes links while the sync is held, so they are the next window's
-// links, except for the keys the window before relinked (its record may
-// come after the read): those the next window reads again.
+// It also reads the links of those changes' keys. Within one loop of a
+// sync's windows only a window's record changes links (a conflict's
+// settlement does too, but between such loops), so they are the next
+// window's links, except for the keys the window before relinked (its
+// record may come after the read): those the next window reads again.
 type lookAhead struct {
 	side          mapping.Side
 	from, through int64
