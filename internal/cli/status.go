@@ -184,9 +184,9 @@ func readSyncStatus(ctx context.Context, pool *pgxpool.Pool, syncs []*config.Syn
 	for _, s := range syncs {
 		ids = append(ids, s.ID)
 		srcNodes = append(srcNodes, s.Source.Node)
-		srcTables = append(srcTables, qualified(s.Source))
+		srcTables = append(srcTables, s.Source.Qualified())
 		tgtNodes = append(tgtNodes, s.Target.Node)
-		tgtTables = append(tgtTables, qualified(s.Target))
+		tgtTables = append(tgtTables, s.Target.Qualified())
 	}
 	rows, err := pool.Query(ctx, syncStatusQuery, ids, srcNodes, srcTables, tgtNodes, tgtTables)
 	if err != nil {
@@ -213,9 +213,6 @@ func readSyncStatus(ctx context.Context, pool *pgxpool.Pool, syncs []*config.Syn
 	}
 	return out, nil
 }
-
-// qualified is a sync side's table as captured changes name it.
-func qualified(e config.Endpoint) string { return e.Schema() + "." + e.Name() }
 
 // nodeStatus is what status reads from one node.
 type nodeStatus struct {
@@ -298,7 +295,7 @@ func printSyncs(env Env, cfg *config.Config, syncs []syncStatus, nodes map[strin
 				pending[side], unknown = "unknown", true
 				continue
 			}
-			rows, age := ns.pendingFor(qualified(e), cs.ID)
+			rows, age := ns.pendingFor(e.Qualified(), cs.ID)
 			pending[side] = strconv.FormatInt(s.pending[side]+rows, 10)
 			oldest = append(oldest, s.oldest[side], age)
 		}

@@ -123,6 +123,10 @@ func (e Endpoint) Name() string {
 	return e.Table
 }
 
+// Qualified returns the table as schema.table, as capture names it in
+// change_queue and change_log.
+func (e Endpoint) Qualified() string { return e.Schema() + "." + e.Name() }
+
 // Field maps source columns to target columns, through a transform.
 type Field struct {
 	Source    []string // in YAML a column name or a list of them

@@ -44,7 +44,7 @@ func (e *Engine) PruneChangeLog(ctx context.Context) (PruneResult, error) {
 	ids, nodes, tables, source := []string{}, []string{}, []string{}, []bool{}
 	for _, s := range e.Config.Syncs {
 		for i, end := range [2]config.Endpoint{s.Source, s.Target} {
-			ids, nodes, tables = append(ids, s.ID), append(nodes, end.Node), append(tables, end.Schema()+"."+end.Name())
+			ids, nodes, tables = append(ids, s.ID), append(nodes, end.Node), append(tables, end.Qualified())
 			source = append(source, i == 0)
 		}
 	}

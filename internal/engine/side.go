@@ -50,7 +50,7 @@ func (s *side) originSQL() string {
 
 func newSide(which mapping.Side, e config.Endpoint, pool *pgxpool.Pool, cols []string) *side {
 	return &side{
-		Which: which, Node: e.Node, Table: e.Schema() + "." + e.Name(), Pool: pool,
+		Which: which, Node: e.Node, Table: e.Qualified(), Pool: pool,
 		Key: slices.Clone(e.Key), Cols: cols,
 		ident: pgx.Identifier{e.Schema(), e.Name()}.Sanitize(),
 	}
