@@ -2,8 +2,6 @@ package engine
 
 import (
 	"context"
-
-	"github.com/tandem-sync/tandem/internal/mapping"
 )
 
 // lookAhead reads the changes of one side's next window while the window
@@ -20,7 +18,6 @@ import (
 // window's links, except for the keys the window before relinked (its
 // record may come after the read): those the next window reads again.
 type lookAhead struct {
-	side          mapping.Side
 	from, through int64
 	rows          changeRows
 	links         map[string]linkedKey // by key text of the side: the other side's key
@@ -34,7 +31,7 @@ type lookAhead struct {
 // lookAhead starts reading side s's changes after from.
 func (r *syncRun) lookAhead(ctx context.Context, s *side, from int64) *lookAhead {
 	ctx, cancel := context.WithCancel(ctx)
-	a := &lookAhead{side: s.Which, from: from, through: from, done: make(chan struct{}), cancel: cancel}
+	a := &lookAhead{from: from, through: from, done: make(chan struct{}), cancel: cancel}
 	sc := &side{Which: s.Which, Node: s.Node, Table: s.Table} // its own: the run goes on with s
 	go func() {
 		defer close(a.done)
@@ -55,10 +52,10 @@ func (r *syncRun) lookAhead(ctx context.Context, s *side, from int64) *lookAhead
 				keys[sc.Which] = append(keys[sc.Which], c.Key)
 			}
 		}
-		var links [2]map[string]linkedKey
-		links, a.err = r.loadLinks(ctx, keys)
-		a.links = links[sc.Which]
-		r.e.readAhead.Add(1)
+		links, err := r.loadLinks(ctx, keys)
+		if a.links, a.err = links[sc.Which], err; err == nil {
+			r.e.readAhead.Add(1)
+		}
 	}()
 	return a
 }
