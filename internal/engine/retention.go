@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -48,24 +49,33 @@ func (e *Engine) PruneChangeLog(ctx context.Context) (PruneResult, error) {
 			source = append(source, i == 0)
 		}
 	}
-	rows, err := e.Control.Query(ctx, `SELECT sync_id FROM tandem.sync_state WHERE sync_id <> ALL ($1::text[]) ORDER BY sync_id`, ids)
+	// Strangers: the syncs with state the config does not name; no change
+	// after the oldest of their cursors goes.
+	strangers := int64(math.MaxInt64)
+	rows, err := e.Control.Query(ctx, `SELECT sync_id, least(source_through, target_through) FROM tandem.sync_state
+		WHERE sync_id <> ALL ($1::text[]) ORDER BY sync_id`, ids)
 	if err != nil {
 		return res, fmt.Errorf("control: reading the syncs' state: %w", err)
 	}
-	if res.Strangers, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+	var id string
+	var through int64
+	_, err = pgx.ForEachRow(rows, []any{&id, &through}, func() error {
+		res.Strangers = append(res.Strangers, id)
+		strangers = min(strangers, through+1)
+		return nil
+	})
+	if err != nil {
 		return res, fmt.Errorf("control: reading the syncs' state: %w", err)
 	}
 	// The bounds, read once: cursors only move on, so they stay safe.
 	// pins: per table read by a sync with state, the least of its readers'
 	// cursors (a sync with no state yet starts after the changes logged
-	// when it does). strangers: the change after the oldest cursor of a
-	// sync the config does not name. before: the cut-off, on the control
-	// database's clock, which wrote logged_at.
+	// when it does). before: the cut-off, on the control database's clock,
+	// which wrote logged_at.
 	var pins struct {
 		Nodes, Tables []string
 		Through       []int64
 	}
-	var strangers int64
 	var before time.Time
 	err = e.Control.QueryRow(ctx, `WITH pin AS (
 			SELECT r.node, r.table_name, min(CASE WHEN r.source THEN s.source_through ELSE s.target_through END) AS through
@@ -73,10 +83,8 @@ func (e *Engine) PruneChangeLog(ctx context.Context) (PruneResult, error) {
 			JOIN tandem.sync_state s ON s.sync_id = r.sync_id
 			GROUP BY r.node, r.table_name)
 		SELECT coalesce(array_agg(node), '{}'), coalesce(array_agg(table_name), '{}'), coalesce(array_agg(through), '{}'),
-			coalesce((SELECT min(least(source_through, target_through)) + 1 FROM tandem.sync_state WHERE sync_id <> ALL ($1::text[])),
-				9223372036854775807),
 			now() - make_interval(secs => $5::float8)
-		FROM pin`, ids, nodes, tables, source, keep.Seconds()).Scan(&pins.Nodes, &pins.Tables, &pins.Through, &strangers, &before)
+		FROM pin`, ids, nodes, tables, source, keep.Seconds()).Scan(&pins.Nodes, &pins.Tables, &pins.Through, &before)
 	if err != nil {
 		return res, fmt.Errorf("control: reading how far the syncs have taken tandem.change_log: %w", err)
 	}
