@@ -152,7 +152,7 @@ func (r *syncRun) applyOnce(ctx context.Context, s *side, w window, writes []*wr
 			SELECT $5, 'applied', to_jsonb($6::text), $1 WHERE $6::text IS NOT NULL)
 		INSERT INTO tandem.applied (sync_id, side, run_id, result) VALUES ($1, $2, $3, to_jsonb($4::text))
 		ON CONFLICT (sync_id, side) DO UPDATE SET run_id = excluded.run_id, result = excluded.result, applied_at = now()`,
-		r.cfg.ID, s.Which.String(), w.RunID, string(encodeJSON(res)), s.Table, markerText(doc))
+		r.cfg.ID, s.Which.String(), w.RunID, encodeJSON(res), s.Table, doc)
 	if err != nil {
 		return nil, fmt.Errorf("recording the apply in tandem.applied: %w", err)
 	}
@@ -395,16 +395,6 @@ func (s *side) insertSQL(vals Values) string {
 	cols, rcols := quotedAll(names), columnRefs("r", names)
 	return fmt.Sprintf(`INSERT INTO %[1]s AS t (%[2]s) SELECT %[3]s FROM jsonb_populate_record(NULL::%[1]s, $1::jsonb) r RETURNING %[4]s`,
 		s.ident, strings.Join(cols, ", "), strings.Join(rcols, ", "), s.keyObject("t"))
-}
-
-// markerText is a marker's list as a text parameter: nil (SQL NULL) when
-// there is none.
-func markerText(doc []byte) *string {
-	if doc == nil {
-		return nil
-	}
-	t := string(doc)
-	return &t
 }
 
 // marked is one write of an apply's marker.
