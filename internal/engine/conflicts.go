@@ -579,7 +579,13 @@ func (r *syncRun) recordSettlement(ctx context.Context, c *Conflict, d *settleme
 	keys := [2]Values{c.SourceKey, c.TargetKey}
 	err := pgx.BeginFunc(ctx, r.e.Control, func(tx pgx.Tx) error {
 		if d.unlink {
-			if err := r.saveLinks(ctx, tx, nil, [][2]Values{keys}, [2]string{}); err != nil {
+			unlink := [2]string{}
+			for i, k := range keys {
+				if k != nil {
+					unlink[i] = canonicalKey(k)
+				}
+			}
+			if err := r.saveLinks(ctx, tx, nil, [][2]string{unlink}, [2]string{}); err != nil {
 				return err
 			}
 		}

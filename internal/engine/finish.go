@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -80,7 +81,7 @@ func (r *syncRun) finish(ctx context.Context, w window, p *plan, ents []*entity,
 
 // outcomes turns apply results into link changes and the refs that
 // applied. Links are canonical key texts: [source, target].
-func (r *syncRun) outcomes(p *plan, results [2]*applyResult) (links [][2]string, unlinks [][2]Values, done map[string]bool) {
+func (r *syncRun) outcomes(p *plan, results [2]*applyResult) (links, unlinks [][2]string, done map[string]bool) {
 	n := len(p.links)
 	for _, r := range results {
 		n += len(r.Created)
@@ -120,7 +121,7 @@ func (r *syncRun) outcomes(p *plan, results [2]*applyResult) (links [][2]string,
 	// redone after its apply committed finds the rows that apply created
 	// and pairs them again by their natural key.
 	for _, l := range p.links {
-		link([2]string{canonicalKey(l[0]), canonicalKey(l[1])})
+		link(l)
 	}
 	return links, unlinks, done
 }
@@ -152,15 +153,12 @@ func (r *syncRun) missingConflicts(p *plan, to mapping.Side, ar *applyResult) {
 // relinked returns, per side, the key texts whose links a run's record
 // changes: the keys of the links it makes (each replaces the links of
 // either key) and of those it removes.
-func relinked(links [][2]string, unlinks [][2]Values) [2]map[string]bool {
+func relinked(links, unlinks [][2]string) [2]map[string]bool {
 	out := [2]map[string]bool{make(map[string]bool, len(links)+len(unlinks)), make(map[string]bool, len(links)+len(unlinks))}
-	for _, l := range links {
-		out[0][l[0]], out[1][l[1]] = true, true
-	}
-	for _, u := range unlinks {
-		for s, k := range u {
-			if k != nil {
-				out[s][canonicalKey(k)] = true
+	for _, l := range slices.Concat(links, unlinks) {
+		for s, k := range l {
+			if k != "" {
+				out[s][k] = true
 			}
 		}
 	}
@@ -169,13 +167,9 @@ func relinked(links [][2]string, unlinks [][2]Values) [2]map[string]bool {
 
 // saveLinks records links; seen are the snapshots an initial sync's chunk
 // read each side in (see filterSeen), kept with its links.
-func (r *syncRun) saveLinks(ctx context.Context, tx pgx.Tx, links [][2]string, unlinks [][2]Values, seen [2]string) error {
+func (r *syncRun) saveLinks(ctx context.Context, tx pgx.Tx, links, unlinks [][2]string, seen [2]string) error {
 	if len(unlinks) > 0 {
-		texts := make([][2]string, len(unlinks))
-		for i, u := range unlinks {
-			texts[i] = [2]string{canonicalKey(u[0]), canonicalKey(u[1])}
-		}
-		if err := r.deleteLinks(ctx, tx, pairsJSON(texts)); err != nil {
+		if err := r.deleteLinks(ctx, tx, pairsJSON(unlinks)); err != nil {
 			return fmt.Errorf("unlinking: %w", err)
 		}
 	}
@@ -243,11 +237,18 @@ func (r *syncRun) deleteLinks(ctx context.Context, tx pgx.Tx, pairs []byte) erro
 }
 
 // pairsJSON renders pairs of key texts (canonical JSON, as canonicalKey
-// writes them) as a JSON array of {"s": source key, "t": target key}.
+// writes them; "" for none) as a JSON array of {"s": source key, "t":
+// target key}.
 func pairsJSON(pairs [][2]string) []byte {
+	key := func(b []byte, text string) []byte {
+		if text == "" {
+			return append(b, "null"...)
+		}
+		return append(b, text...)
+	}
 	return appendArray(nil, pairs, func(b []byte, p [2]string) []byte {
-		b = append(append(b, `{"s":`...), p[0]...)
-		b = append(append(b, `,"t":`...), p[1]...)
+		b = key(append(b, `{"s":`...), p[0])
+		b = key(append(b, `,"t":`...), p[1])
 		return append(b, '}')
 	})
 }

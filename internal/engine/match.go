@@ -95,9 +95,7 @@ func (r *syncRun) matchFrom(ctx context.Context, ents *[]*entity, p *plan, from 
 // canonical text), and records the new link.
 func (p *plan) link(e *entity, to mapping.Side, key Values, text string) {
 	e.key[to], e.keyTxt[to], e.linked = key, text, true
-	var pair [2]Values
-	pair[to.Other()], pair[to] = e.key[to.Other()], key
-	p.links = append(p.links, pair)
+	p.links = append(p.links, e.keyTexts())
 }
 
 // matchOf is the row of rows (those whose normalised natural key is the

@@ -138,7 +138,7 @@ func (r *syncRun) resolveRepair(ctx context.Context, keys [2][]Values) (*plan, [
 		present := [2]bool{e.net[0] != nil, e.net[1] != nil}
 		if e.linked && present[0] != present[1] {
 			// Linked to a row that is gone: the row there is created again.
-			p.unlinks = append(p.unlinks, e.key)
+			p.unlinks = append(p.unlinks, e.keyTexts())
 			gone := mapping.Source
 			if present[0] {
 				gone = mapping.Target

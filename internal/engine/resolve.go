@@ -27,6 +27,11 @@ func (e *entity) keyText(s mapping.Side) string {
 	return e.keyTxt[s]
 }
 
+// keyTexts is both sides' key texts ("" where there is no key).
+func (e *entity) keyTexts() [2]string {
+	return [2]string{e.keyText(mapping.Source), e.keyText(mapping.Target)}
+}
+
 // write is one row write to one side.
 type write struct {
 	Kind string `json:"kind"` // insert | update | delete
@@ -44,8 +49,8 @@ type plan struct {
 	writes    [2][]*write // by the side written
 	conflicts []*conflictRow
 	errors    []*errorRow
-	links     [][2]Values // pairs found by match: [source key, target key]
-	unlinks   [][2]Values
+	links     [][2]string // key texts of the pairs found by match: [source, target]
+	unlinks   [][2]string // key texts of the links to remove ("": no key on that side)
 	holds     []*entity // entities a manual conflict holds
 	seeded    int       // rows of the initial sync's chunk
 	// seen: the snapshots the initial sync's chunk read each side in, kept
@@ -161,7 +166,7 @@ func (v *resolver) one(e *entity, from mapping.Side) {
 	if n.Op == netDelete {
 		if e.linked {
 			v.add(to, &write{Kind: "delete", Key: e.key[to], Ref: e.keyText(to), ent: e})
-			v.plan.unlinks = append(v.plan.unlinks, e.key)
+			v.plan.unlinks = append(v.plan.unlinks, e.keyTexts())
 		}
 		return
 	}
@@ -210,7 +215,7 @@ func (v *resolver) both(e *entity) {
 	s, t := e.net[mapping.Source], e.net[mapping.Target]
 	switch {
 	case s.Op == netDelete && t.Op == netDelete:
-		v.plan.unlinks = append(v.plan.unlinks, e.key)
+		v.plan.unlinks = append(v.plan.unlinks, e.keyTexts())
 	case s.Op == netDelete || t.Op == netDelete:
 		v.updateDelete(e)
 	default:
@@ -271,7 +276,7 @@ func (v *resolver) updateDelete(e *entity) {
 		if v.run.flows(del) {
 			v.add(upd, &write{Kind: "delete", Key: e.key[upd], Ref: e.keyText(upd), ent: e})
 		}
-		v.plan.unlinks = append(v.plan.unlinks, e.key)
+		v.plan.unlinks = append(v.plan.unlinks, e.keyTexts())
 		return
 	}
 	c.Kept = map[string]Values{upd.String(): e.net[upd].Vals}
