@@ -63,8 +63,8 @@ func (f *Field) Columns(s Side) []string {
 // and value.
 func (f *Field) Map(from Side, vals Values) (Values, error) {
 	out := make(Values, len(f.Columns(from.Other())))
-	if err := f.mapInto(from, vals, out); err != nil {
-		return nil, err // not a typed nil in a non-nil error
+	if err := f.MapInto(from, vals, out); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
