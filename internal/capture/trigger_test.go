@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-sync/tandem/internal/capture"
 )
 
 func ptr(s string) *string { return &s }
@@ -194,4 +196,10 @@ func TestCaptureRendersRowsAlikeWhateverTheSession(t *testing.T) {
 		require.Equal(t, want, vals, "change %d (%s)", i, c.Op)
 		require.Equal(t, map[string]any{"id": num(1), "at": "2024-05-01T10:00:00+00:00"}, c.Keys, "change %d", i)
 	}
+	// The trigger's settings are the ones the engine and the WAL stream use.
+	var config []string
+	require.NoError(t, db.Pool.QueryRow(context.Background(),
+		`SELECT proconfig FROM pg_proc WHERE oid = 'tandem.capture()'::regprocedure`).Scan(&config))
+	require.Subset(t, config, []string{"TimeZone=" + capture.RenderTimeZone, "IntervalStyle=" + capture.RenderIntervalStyle,
+		"extra_float_digits=" + capture.RenderFloatDigits})
 }

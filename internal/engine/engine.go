@@ -109,14 +109,13 @@ func (e *Engine) windowSize() int {
 }
 
 // The settings of the engine's sessions on nodes: rows render under them
-// (timestamps with time zone in UTC, intervals in the postgres style,
-// floats exactly) as capture renders them (version 4) and as the WAL
-// stream does, whatever the applications' sessions use. A key the engine
-// reads back is then the key captured for the same row.
+// as capture renders them (capture.Render*), whatever the applications'
+// sessions use. A key the engine reads back is then the key captured for
+// the same row.
 const (
-	sessionTimeZone      = "UTC"
-	sessionIntervalStyle = "postgres"
-	sessionFloatDigits   = "3"
+	sessionTimeZone      = capture.RenderTimeZone
+	sessionIntervalStyle = capture.RenderIntervalStyle
+	sessionFloatDigits   = capture.RenderFloatDigits
 )
 
 // NodePoolConfig parses a node's DSN into a pool configuration whose

@@ -305,9 +305,9 @@ func (s *stream) run(ctx context.Context) error {
 	cfg.RuntimeParams["replication"] = "database"
 	// Values come in their text form: make it the form this package parses.
 	cfg.RuntimeParams["DateStyle"] = "ISO"
-	cfg.RuntimeParams["TimeZone"] = "UTC"
-	cfg.RuntimeParams["extra_float_digits"] = "3"
-	cfg.RuntimeParams["IntervalStyle"] = "postgres"
+	cfg.RuntimeParams["TimeZone"] = capture.RenderTimeZone
+	cfg.RuntimeParams["extra_float_digits"] = capture.RenderFloatDigits
+	cfg.RuntimeParams["IntervalStyle"] = capture.RenderIntervalStyle
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return r.wrap("opening a replication connection", err)
