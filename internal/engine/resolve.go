@@ -51,8 +51,8 @@ type plan struct {
 	errors    []*errorRow
 	links     [][2]string // key texts of the pairs found by match: [source, target]
 	unlinks   [][2]string // key texts of the links to remove ("": no key on that side)
-	holds     []*entity // entities a manual conflict holds
-	seeded    int       // rows of the initial sync's chunk
+	holds     []*entity   // entities a manual conflict holds
+	seeded    int         // rows of the initial sync's chunk
 	// seen: the snapshots the initial sync's chunk read each side in, kept
 	// with the links it makes ("": none), and with the links it compared
 	// (source key texts): a resync's, or links there before an initial sync.
