@@ -227,8 +227,9 @@ func resolutionOf(take string, value map[string]any) (string, error) {
 }
 
 // lockCaughtUp takes the sync's lock (waiting up to wait for a run in
-// progress) and applies its pending changes, so what follows sees both
-// sides as the sync has them. release gives the lock back.
+// progress) and runs its pending windows (its initial sync first, when it
+// has never run), so what follows sees both sides as the sync has them.
+// release gives the lock back.
 func (e *Engine) lockCaughtUp(ctx context.Context, s *config.Sync, wait time.Duration) (release func(), err error) {
 	release, err = e.lockSync(ctx, s.ID, wait)
 	if errors.Is(err, ErrBusy) {
@@ -237,18 +238,11 @@ func (e *Engine) lockCaughtUp(ctx context.Context, s *config.Sync, wait time.Dur
 	if err != nil {
 		return nil, err
 	}
-	if err := e.catchUp(ctx, s); err != nil {
+	if _, err := e.runLocked(ctx, s, "manual", false, nil); err != nil {
 		release()
 		return nil, fmt.Errorf("bringing sync %s up to date first: %w", s.ID, err)
 	}
 	return release, nil
-}
-
-// catchUp runs the sync's pending windows while the caller holds its lock
-// (its initial sync first, when it has never run).
-func (e *Engine) catchUp(ctx context.Context, s *config.Sync) error {
-	_, err := e.runLocked(ctx, s, "manual", false, nil)
-	return err
 }
 
 // settlement is what resolving one conflict writes to each side (by
