@@ -9,14 +9,28 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-sync/tandem/internal/engine"
 )
 
 // Invariants 1 and 4: runs cut off at random points (pull, plan, apply,
 // record) and then redone never lose a change or apply one twice, and once
-// writes stop both tables hold the same mapped data.
+// writes stop both tables hold the same mapped data. In windows of 4 every
+// run is several windows, each read ahead while the one before applies:
+// the cuts land in look-aheads too.
 func TestExactlyOnceAcrossCancellation(t *testing.T) {
 	t.Parallel()
+	for _, window := range []int{engine.DefaultWindow, 4} {
+		t.Run(fmt.Sprintf("window=%d", window), func(t *testing.T) {
+			t.Parallel()
+			exactlyOnceAcrossCancellation(t, window)
+		})
+	}
+}
+
+func exactlyOnceAcrossCancellation(t *testing.T, window int) {
 	r := newRig(t, contactsYAML(""), twoNodes())
+	r.eng.Window = window
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed) // a failure replays with this seed
 	rng := rand.New(rand.NewPCG(seed, 0))
@@ -73,6 +87,9 @@ func TestExactlyOnceAcrossCancellation(t *testing.T) {
 	require.Equal(t, len(synced), r.ctlInt("SELECT count(DISTINCT target_key) FROM tandem.links"))
 	require.Empty(t, r.ctlRows("SELECT side, reason FROM tandem.sync_errors"))
 	require.Equal(t, []string{"true"}, r.ctlRows("SELECT pending_run IS NULL FROM tandem.sync_state"))
+	if window == 4 {
+		require.Positive(t, r.eng.LookedAhead(), "no window took rows read ahead")
+	}
 }
 
 // edit makes one round of application writes on a node: three inserts, the
