@@ -87,3 +87,16 @@ func FuzzEncodeString(f *testing.F) {
 		require.Equal(t, string(encodeJSONReflect(s)), string(appendJSONString(nil, s)), "%q", s)
 	})
 }
+
+// A side's keyText of a row is canonicalKey of the row's key, whatever the
+// key's value: the key texts links, markers and windows compare.
+func TestSideKeyTextIsTheCanonicalKey(t *testing.T) {
+	one := &side{Key: []string{"id"}}
+	two := &side{Key: []string{"sku", "id"}}
+	for _, v := range []any{json.Number("7"), json.Number("-1.5e3"), `q"uote`, `back\slash`, "é ✓", "tab\there", "\u2028", "<&>", nil, true} {
+		row := Values{"id": v, "sku": v, "other": "x"}
+		for _, s := range []*side{one, two} {
+			require.Equal(t, canonicalKey(s.keyOf(row)), s.keyText(row), "key %v of %v", s.Key, v)
+		}
+	}
+}
