@@ -14,6 +14,15 @@ import (
 // annAndBob inserts two crm contacts.
 const annAndBob = `INSERT INTO contacts (full_name, email, phone) VALUES ('Ann Lee', 'ann@x.com', '1'), ('Bob Ray', 'bob@x.com', '2')`
 
+// syncedThenAnnAndBob is a rig whose contacts sync has run, and two crm
+// contacts since.
+func syncedThenAnnAndBob(t *testing.T) *rig {
+	r := newRig(t, contactsYAML(""), twoNodes())
+	r.run("contacts")
+	r.exec("crm", annAndBob)
+	return r
+}
+
 // ageChangeLog makes every change in change_log look taken eight days ago,
 // past the default retention of seven.
 func (r *rig) ageChangeLog() {
@@ -96,9 +105,7 @@ func TestPruneKeepsWhatASyncHasStillToTake(t *testing.T) {
 // window's changes however old they are.
 func TestPruneKeepsAPendingRunsWindow(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, contactsYAML(""), twoNodes())
-	r.run("contacts")
-	r.exec("crm", annAndBob)
+	r := syncedThenAnnAndBob(t)
 	ghost := r.holdApplyLock("hubspot", "target")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -121,9 +128,7 @@ func TestPruneKeepsAPendingRunsWindow(t *testing.T) {
 // names it. A retention of 0 keeps every change.
 func TestPruneKeepsWhatASyncNotInTheConfigMayNeed(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, contactsYAML(""), twoNodes())
-	r.run("contacts")
-	r.exec("crm", annAndBob)
+	r := syncedThenAnnAndBob(t)
 	r.run("contacts")
 	r.exec("crm", `UPDATE contacts SET phone = '3'`)
 	r.run("contacts")
