@@ -456,7 +456,7 @@ func benchLatency(b *testing.B, walCRM bool) {
 		b.Run("subscription", func(b *testing.B) {
 			for range b.N {
 				var p50s, p99s []float64
-				poll := r.subscribe(b)
+				poll, _ := r.subscribe(b)
 				for round := range pgtest.EnvInt("BENCH_ROUNDS", 3) {
 					lat := latencies(b, writer, poll, rows, pgtest.EnvInt("BENCH_LATENCY_UPDATES", 200), &seq,
 						"SELECT phone FROM contacts WHERE id = $1")
@@ -548,8 +548,8 @@ func (r *benchRig) latencies(b *testing.B, writer *pgxpool.Pool, rows, n int, se
 
 // subscribe makes a database on the rig's cluster with a copy of crm's
 // contacts that PostgreSQL's own logical replication keeps in step, and
-// returns a connection to it.
-func (r *benchRig) subscribe(b *testing.B) *pgx.Conn {
+// returns a connection to it and the subscription's name.
+func (r *benchRig) subscribe(b *testing.B) (*pgx.Conn, string) {
 	b.Helper()
 	ctx := context.Background()
 	db := pgtest.UniqueName("bench_native")
@@ -575,7 +575,7 @@ func (r *benchRig) subscribe(b *testing.B) *pgx.Conn {
 	b.Cleanup(func() {
 		_, _ = conn.Exec(ctx, fmt.Sprintf(`ALTER SUBSCRIPTION %[1]s DISABLE; ALTER SUBSCRIPTION %[1]s SET (slot_name = NONE); DROP SUBSCRIPTION %[1]s`, slot))
 	})
-	return conn
+	return conn, slot
 }
 
 // latencies makes n single-row updates of contacts' phone through writer,
@@ -674,6 +674,84 @@ func benchCatchUp(b *testing.B, mk load, hubWrites bool) {
 	}
 }
 
+// BenchmarkCatchUpSubscription and BenchmarkBulkUpdateSubscription: the
+// changes of BenchmarkCatchUp and BenchmarkBulkUpdate applied by
+// PostgreSQL's own one-way logical replication (pgoutput) into a copy of
+// crm's contacts on the same cluster: the issue's yardstick, measured on
+// the same machine in the same hour as tandem's figures. The subscription
+// is disabled while crm makes the changes (capture off: no queue rows in
+// the WAL to decode), then enabled; rows/s until the copy shows the last.
+func BenchmarkCatchUpSubscription(b *testing.B) { benchSubscription(b, singleRowUpdates) }
+
+func BenchmarkBulkUpdateSubscription(b *testing.B) { benchSubscription(b, bulkUpdate) }
+
+func benchSubscription(b *testing.B, mk load) {
+	rows := pgtest.EnvInt("BENCH_ROWS", 100000)
+	ctx := context.Background()
+	for range b.N {
+		r := newBenchRig(b)
+		r.seed(b, rows)
+		r.exec(b, r.crm, "ALTER TABLE contacts DISABLE TRIGGER USER")
+		// The launcher starts workers at most this often (default 5s): not
+		// part of the apply.
+		r.exec(b, r.ctl, "ALTER SYSTEM SET wal_retrieve_retry_interval = '10ms'")
+		r.exec(b, r.ctl, "SELECT pg_reload_conf()")
+		copyDB, sub := r.subscribe(b)
+		var rates []float64
+		for round := range pgtest.EnvInt("BENCH_ROUNDS", 3) {
+			tag := fmt.Sprintf("r%d-", round+1)
+			_, err := copyDB.Exec(ctx, "ALTER SUBSCRIPTION "+sub+" DISABLE")
+			require.NoError(b, err)
+			// DISABLE returns before the apply worker and its walsender
+			// stop: until they have, they could apply the changes below.
+			r.await(b, r.crm, "the walsender to stop", "SELECT NOT active FROM pg_replication_slots WHERE slot_name = $1", sub)
+			mk(b, r, rows, tag)
+			r.settle(b)
+			_, err = copyDB.Exec(ctx, "VACUUM ANALYZE")
+			require.NoError(b, err)
+			want := tag + strconv.Itoa(rows) // the last row changed; a bulk UPDATE commits at once
+			c := r.timed(b, "timed", func(ctx context.Context) {
+				_, err := copyDB.Exec(ctx, "ALTER SUBSCRIPTION "+sub+" ENABLE")
+				require.NoError(b, err)
+				for deadline := time.Now().Add(5 * time.Minute); ; {
+					var got *string
+					require.NoError(b, copyDB.QueryRow(ctx, "SELECT phone FROM contacts WHERE id = $1", rows).Scan(&got))
+					if got != nil && *got == want {
+						break
+					}
+					require.True(b, time.Now().Before(deadline), "the subscription never applied %s", want)
+					<-time.After(catchUpPoll)
+				}
+			})
+			var applied int
+			require.NoError(b, copyDB.QueryRow(ctx, "SELECT count(*) FROM contacts WHERE phone = $1 || id", tag).Scan(&applied))
+			require.Equal(b, rows, applied, "rows the subscription applied")
+			rates = append(rates, float64(rows)/c.wall.Seconds())
+			b.Logf("round %d: %s; %.0f rows/s", round+1, c, rates[round])
+		}
+		b.ReportMetric(pgtest.Median(rates), "rows/s")
+	}
+}
+
+// await polls query (one boolean) on p until it is true.
+func (r *benchRig) await(b *testing.B, p *pgxpool.Pool, what, query string, args ...any) {
+	b.Helper()
+	for deadline := time.Now().Add(time.Minute); ; {
+		var done bool
+		require.NoError(b, p.QueryRow(context.Background(), query, args...).Scan(&done))
+		if done {
+			return
+		}
+		require.True(b, time.Now().Before(deadline), "timed out waiting for %s", what)
+		<-time.After(10 * time.Millisecond)
+	}
+}
+
+// catchUpPoll is how often a catch-up benchmark looks for the last
+// change: ±5ms on runs of seconds. Polling every 1ms took a tenth of a
+// core from the run it measured, on a machine of two.
+const catchUpPoll = 5 * time.Millisecond
+
 type catchUpResult struct {
 	visible time.Duration // until hubspot showed the last change
 	cost    cost          // until RunSync returned
@@ -683,7 +761,7 @@ type catchUpResult struct {
 }
 
 // catchUp times one RunSync over the changes waiting on crm, polling
-// hubspot (every ~1ms, one indexed row) for the last of them.
+// hubspot (every catchUpPoll, one indexed row) for the last of them.
 func (r *benchRig) catchUp(b *testing.B, rows int, tag string, hubWrites bool) catchUpResult {
 	b.Helper()
 	ctx := context.Background()
@@ -732,7 +810,7 @@ func (r *benchRig) catchUp(b *testing.B, rows int, tag string, hubWrites bool) c
 			select {
 			case f := <-done:
 				finished = &f
-			case <-time.After(time.Millisecond):
+			case <-time.After(catchUpPoll):
 			}
 		}
 		stopWriter()
