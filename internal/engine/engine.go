@@ -54,6 +54,7 @@ type Engine struct {
 
 	lookedAhead atomic.Int64 // windows that took rows a look-ahead read (tests)
 	readAhead   atomic.Int64 // look-aheads that read their links (tests)
+	recheckHook func()       // tests: called in each verify re-check round once the sync has caught up
 }
 
 // walWake delivers the name of a wal node whose stream wrote changes

@@ -5,3 +5,7 @@ func (e *Engine) LookedAhead() int64 { return e.lookedAhead.Load() }
 
 // ReadAhead is how many look-aheads have read their links.
 func (e *Engine) ReadAhead() int64 { return e.readAhead.Load() }
+
+// OnRecheck sets f to be called in each verify re-check round, once the
+// sync has caught up and before the suspects are compared again.
+func (e *Engine) OnRecheck(f func()) { e.recheckHook = f }

@@ -54,6 +54,9 @@ func (v *verifier) recheckRound(ctx context.Context, suspects pairs) (drift, cha
 		return nil, nil, err
 	}
 	defer release()
+	if e.recheckHook != nil {
+		e.recheckHook()
+	}
 	ps, err := v.relink(ctx, suspects)
 	if err != nil {
 		return nil, nil, err

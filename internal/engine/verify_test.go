@@ -203,6 +203,33 @@ func TestVerifyAppliesPendingChangesBeforeCallingThemDrift(t *testing.T) {
 	r.idle("contacts")
 }
 
+// A row the application changes again at every re-check is in flight: not
+// drift (the sync will take the change), and not verified either.
+func TestVerifyCountsARowChangedAtEveryRecheckAsInFlight(t *testing.T) {
+	t.Parallel()
+	r := syncedContacts(t, "")
+	r.exec("crm", `UPDATE contacts SET phone = 'w0' WHERE id = 5`)
+	rounds := 0
+	r.eng.OnRecheck(func() {
+		rounds++
+		r.exec("crm", `UPDATE contacts SET phone = 'w' || $1::int WHERE id = 5`, rounds)
+	})
+	rep := r.verify("contacts", engine.VerifyOptions{})
+	require.True(t, rep.Clean(), "%+v", rep.Rows)
+	require.Equal(t, int64(1), rep.InFlight)
+	require.Zero(t, rep.CaughtUp)
+	require.Equal(t, 3, rounds, "re-check rounds")
+
+	// Left alone, it is in step at the first re-check.
+	r.eng.OnRecheck(func() {})
+	r.exec("crm", `UPDATE contacts SET phone = 'last' WHERE id = 5`)
+	rep = r.verify("contacts", engine.VerifyOptions{})
+	require.True(t, rep.Clean(), "%+v", rep.Rows)
+	require.Zero(t, rep.InFlight)
+	require.Equal(t, int64(1), rep.CaughtUp)
+	require.Equal(t, []string{"last"}, r.rows("hubspot", "SELECT phone_number FROM hs_contacts WHERE email = 'person5@x.com'"))
+}
+
 // Through a transform with no exact reverse, a bidirectional sync leaves
 // values that map only one way; they are in step, not drift.
 func TestVerifyTakesValuesThatMapEitherWay(t *testing.T) {
