@@ -128,6 +128,7 @@ func (d *decoder) match(v *yaml.Node, path string, fields []Field, fieldsOK bool
 	}
 	if ok && fieldsOK {
 		mapped := mappedColumns(fields)
+		named := map[int]string{} // field line -> the match column that named it
 		for _, c := range cols {
 			if !slices.Contains(mapped, c.s) {
 				d.probs.Add(c.line, path, "column %q is not mapped: match names a source or target column of this sync's fields (mapped: %s)",
@@ -135,6 +136,11 @@ func (d *decoder) match(v *yaml.Node, path string, fields []Field, fieldsOK bool
 			} else if f := fieldOf(fields, c.s); len(f.Source) != 1 || len(f.Target) != 1 {
 				d.probs.Add(c.line, path, "column %q is in a field that maps %d column(s) to %d: match takes columns of one-to-one fields",
 					c.s, len(f.Source), len(f.Target))
+			} else if first, dup := named[f.Line]; dup {
+				d.probs.Add(c.line, path, "column %q is the field %s -> %s again (named as %q): list each field once",
+					c.s, f.Source[0], f.Target[0], first)
+			} else {
+				named[f.Line] = c.s
 			}
 		}
 	}

@@ -278,16 +278,32 @@ func TestValidateSync(t *testing.T) {
 		{"match on a target column", `  - id: s1
     source: { node: a, table: t1 }
     target: { node: b, table: t2 }
-    match: [e_mail, email]
+    match: [e_mail, name]
     fields:
       - { source: email, target: e_mail }
+      - { source: name, target: name }
   - id: s2
     source: { node: a, table: t3 }
     target: { node: b, table: t4 }
     match: []
     fields:
       - { source: email, target: e_mail }
-`, []want{{15, "syncs[1].match", "lists no columns"}}},
+`, []want{{16, "syncs[1].match", "lists no columns"}}},
+		{"match names one field twice", `  - id: s1
+    source: { node: a, table: t1 }
+    target: { node: b, table: t2 }
+    match:
+      - e_mail
+      - name
+      - email
+      - e_mail
+    fields:
+      - { source: email, target: e_mail }
+      - { source: name, target: name }
+`, []want{
+			{12, "syncs[0].match", `column "email" is the field email -> e_mail again (named as "e_mail"): list each field once`},
+			{13, "syncs[0].match", `column "e_mail" is the field email -> e_mail again (named as "e_mail"): list each field once`},
+		}},
 		{"match on a split column, and a bad initial strategy", `  - id: s1
     source: { node: a, table: t1 }
     target: { node: b, table: t2 }
