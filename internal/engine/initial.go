@@ -590,7 +590,7 @@ func (r *syncRun) seedTimes(ctx context.Context, ents []*entity) error {
 	// or not: a sync that has stalled keeps its table's old changes, and
 	// they must not outweigh the other side's, pruned.
 	rows, err := r.e.Control.Query(ctx, `SELECT node = $1 AND table_name = $2, keys::text, max(captured_at) FROM tandem.change_log
-		WHERE op <> 'applied' AND ($7::float8 = 0 OR logged_at >= now() - make_interval(secs => $7::float8))
+		WHERE op <> 'applied' AND ($7::float8 = 0 OR logged_at >= `+retentionCutoff(7)+`)
 		  AND ((node = $1 AND table_name = $2 AND keys = ANY ($3::jsonb[])) OR (node = $4 AND table_name = $5 AND keys = ANY ($6::jsonb[])))
 		GROUP BY 1, keys`, r.src.Node, r.src.Table, keys[0], r.tgt.Node, r.tgt.Table, keys[1], r.e.Config.ChangeLogRetention.Seconds())
 	if err != nil {

@@ -83,7 +83,7 @@ func (e *Engine) PruneChangeLog(ctx context.Context) (PruneResult, error) {
 			JOIN tandem.sync_state s ON s.sync_id = r.sync_id
 			GROUP BY r.node, r.table_name)
 		SELECT coalesce(array_agg(node), '{}'), coalesce(array_agg(table_name), '{}'), coalesce(array_agg(through), '{}'),
-			now() - make_interval(secs => $5::float8)
+			`+retentionCutoff(5)+`
 		FROM pin`, ids, nodes, tables, source, keep.Seconds()).Scan(&pins.Nodes, &pins.Tables, &pins.Through, &before)
 	if err != nil {
 		return res, fmt.Errorf("control: reading how far the syncs have taken tandem.change_log: %w", err)
@@ -196,4 +196,12 @@ func (e *Engine) firstLoggedSince(ctx context.Context, t time.Time) (int64, erro
 		}
 	}
 	return low, nil
+}
+
+// retentionCutoff is the SQL of change_log_retention's cut-off on the
+// control database's clock (which writes logged_at), the retention in
+// seconds being float8 parameter n: changes logged before it are past
+// the retention.
+func retentionCutoff(n int) string {
+	return fmt.Sprintf("now() - make_interval(secs => $%d::float8)", n)
 }
