@@ -49,6 +49,10 @@ type PullResult struct {
 	// InFlight counts transactions in progress on the node when the window
 	// closed: their changes (if any) come in a later pull.
 	InFlight int
+	// Cut: a [Reader.PullUpTo] stopped at its limit; changes committed
+	// before the call may be left for the next pull, which goes on from
+	// where this one stopped.
+	Cut bool
 }
 
 // cursor is a node's row in tandem.cursors.
@@ -64,6 +68,16 @@ var ErrCursorMoved = errors.New("the cursor moved underneath this reader: is ano
 // Pull moves every change committed on the node before the call into
 // change_log, in batches, and prunes what every consumer has taken.
 func (r *Reader) Pull(ctx context.Context) (PullResult, error) {
+	return r.PullUpTo(ctx, 0, "")
+}
+
+// PullUpTo is Pull, stopping after the batch that brings the rows moved to
+// max or more (0: no limit), so that a consumer can start on a backlog's
+// first rows while the rest waits. It never stops short of a queue row
+// whose origin is origin (a sync's own write) that Pull would move: a
+// change the queue holds before one of the sync's own writes is never in
+// change_log without it. A pull that stopped reports Cut.
+func (r *Reader) PullUpTo(ctx context.Context, max int64, origin string) (PullResult, error) {
 	var res PullResult
 	if !r.registered {
 		if err := r.register(ctx); err != nil {
@@ -75,7 +89,7 @@ func (r *Reader) Pull(ctx context.Context) (PullResult, error) {
 	// it returned: its COMMIT was on its way. This pull then finds the
 	// cursor moved, and starts again from where that batch left it.
 	for attempt := 1; ; attempt++ {
-		res, err := r.pull(ctx)
+		res, err := r.pull(ctx, max, origin)
 		if !errors.Is(err, ErrCursorMoved) || attempt == 3 {
 			return res, err
 		}
@@ -83,8 +97,9 @@ func (r *Reader) Pull(ctx context.Context) (PullResult, error) {
 	}
 }
 
-func (r *Reader) pull(ctx context.Context) (PullResult, error) {
-	var res PullResult
+func (r *Reader) pull(ctx context.Context, max int64, origin string) (PullResult, error) {
+	res := PullResult{}
+	lim := limit{max: max, origin: origin}
 	// Arm NOTIFY before reading: a change committed after this point
 	// notifies; one committed before it is visible to the read below.
 	if _, err := r.NodeDB.Exec(ctx, "SELECT setval('tandem.notify_seq', 1, false)"); err != nil {
@@ -95,8 +110,9 @@ func (r *Reader) pull(ctx context.Context) (PullResult, error) {
 		return res, err
 	}
 	if cur.WindowTo != nil {
-		// A pull cut off mid-window left it open: finish it first.
-		if err := r.takeWindow(ctx, cur, &res); err != nil {
+		// A pull cut off mid-window (or stopped at its limit) left it open:
+		// finish it first.
+		if err := r.takeWindow(ctx, cur, &res, lim); err != nil || res.Cut {
 			return res, err
 		}
 		cur = cursor{Snapshot: *cur.WindowTo}
@@ -107,16 +123,41 @@ func (r *Reader) pull(ctx context.Context) (PullResult, error) {
 	}
 	if to != cur.Snapshot { // else no transaction has ended since the last window
 		cur.WindowTo = &to
-		if err := r.takeWindow(ctx, cur, &res); err != nil {
+		if err := r.takeWindow(ctx, cur, &res, lim); err != nil || res.Cut {
 			return res, err
 		}
 	}
 	return res, r.checkLimits(ctx)
 }
 
+// limit is where a PullUpTo may stop: once max rows have moved (0: never),
+// if no row of origin waits.
+type limit struct {
+	max    int64
+	origin string
+}
+
+// ownLeft reports whether the queue holds a row of origin that a pull has
+// yet to take, cur being where the pull stands: any not visible in the
+// taken snapshot and not among the open window's rows taken (rows of
+// transactions still in progress count too: taken or not, they are not
+// the pull's to leave behind).
+func (r *Reader) ownLeft(ctx context.Context, cur cursor, origin string) (bool, error) {
+	var left bool
+	err := r.NodeDB.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tandem.change_queue q
+		WHERE q.origin = $1 AND NOT pg_visible_in_snapshot(q.xid, $2::pg_snapshot)
+		  AND NOT (pg_visible_in_snapshot(q.xid, $3::pg_snapshot) AND q.id <= $4))`,
+		origin, cur.Snapshot, *cur.WindowTo, cur.After).Scan(&left)
+	if err != nil {
+		return false, r.wrap("looking for the sync's own changes left in the queue", err)
+	}
+	return left, nil
+}
+
 // takeWindow moves the rest of the open window in cur, batch by batch, then
-// acknowledges it on the node and, if it took anything, prunes.
-func (r *Reader) takeWindow(ctx context.Context, cur cursor, res *PullResult) error {
+// acknowledges it on the node and, if it took anything, prunes. Past lim,
+// it stops after a batch (res.Cut), leaving the window open.
+func (r *Reader) takeWindow(ctx context.Context, cur cursor, res *PullResult, lim limit) error {
 	var taken int64
 	for {
 		n, lastID, err := r.moveBatch(ctx, cur)
@@ -132,6 +173,19 @@ func (r *Reader) takeWindow(ctx context.Context, cur cursor, res *PullResult) er
 			break
 		}
 		cur.After = lastID
+		if lim.max > 0 && res.Rows >= lim.max {
+			own := false
+			if lim.origin != "" {
+				if own, err = r.ownLeft(ctx, cur, lim.origin); err != nil {
+					return err
+				}
+			}
+			if !own {
+				res.Cut = true
+				return nil
+			}
+			lim.max = 0 // the sync's own rows wait: take everything
+		}
 	}
 	pruned, inflight, err := r.finishWindow(ctx, *cur.WindowTo, taken > 0)
 	if err != nil {

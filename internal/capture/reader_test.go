@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
@@ -109,6 +110,57 @@ func TestReaderNeverSkipsAnEarlyTransactionThatCommitsLate(t *testing.T) {
 		require.Equal(t, 1, n, "queue id %d logged %d times", id, n)
 	}
 	require.Equal(t, []string{"short-0", "short-1", "short-2", "short-3", "short-4", "long-1", "long-2"}, names)
+	require.Zero(t, queueLen(t, node))
+}
+
+// PullUpTo stops after the batch that reaches its limit, and the next pull
+// goes on from there; a row of the given origin still in the queue makes
+// it take everything, whatever stands before that row.
+func TestPullUpToStopsAtItsLimitButNotShortOfTheSyncsOwnRows(t *testing.T) {
+	t.Parallel()
+	node, ctl := newNode(t), newControl(t)
+	r := newReader(t, node, ctl)
+	r.BatchSize = 3
+	ctx := context.Background()
+	insert := func(prefix string, n int, origin string) {
+		t.Helper()
+		require.NoError(t, pgx.BeginFunc(ctx, node.Pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "SELECT set_config('tandem.origin', $1, true)", origin); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "INSERT INTO contacts (name) SELECT $1 || i FROM generate_series(1, $2::int) i", prefix, n)
+			return err
+		}))
+	}
+	pull := func(max int64, rows int64, cut bool) {
+		t.Helper()
+		res, err := r.PullUpTo(ctx, max, "s1")
+		require.NoError(t, err)
+		require.Equal(t, rows, res.Rows)
+		require.Equal(t, cut, res.Cut)
+	}
+
+	insert("a", 10, "")
+	pull(4, 6, true) // two batches of 3
+	_, names := logged(t, ctl)
+	require.Len(t, names, 6)
+	pull(4, 4, false)
+	insert("b", 2, "")
+	pull(4, 2, false)
+	counts, names := logged(t, ctl)
+	require.Equal(t, []string{"a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8", "a9", "a10", "b1", "b2"}, names)
+	for id, n := range counts {
+		require.Equal(t, 1, n, "queue row %d logged %d times", id, n)
+	}
+
+	// Another sync's rows do not hold it; the sync's own do.
+	insert("c", 5, "")
+	insert("other", 1, "s2")
+	pull(1, 3, true)
+	insert("own", 1, "s1")
+	pull(1, 4, false) // the rest of the window open, then the one that holds the sync's row
+	_, names = logged(t, ctl)
+	require.Equal(t, []string{"c1", "c2", "c3", "c4", "c5", "other1", "own1"}, names[12:])
 	require.Zero(t, queueLen(t, node))
 }
 
