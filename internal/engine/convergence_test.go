@@ -41,7 +41,7 @@ func TestConvergenceUnderFireInSmallWindowsWithAWALNode(t *testing.T) {
 }
 
 func inSmallWindows(t *testing.T, r *rig) {
-	r.eng.Window = 2
+	r.eng.Window, r.eng.PullBatch = 2, 2 // pulls stop part way too
 	convergenceUnderFire(t, r)
 	require.Positive(t, r.eng.LookedAhead(), "no window took rows read ahead")
 }

@@ -84,7 +84,7 @@ func TestWriteOverwrittenByARacingApplyIsRecorded(t *testing.T) {
 func racingApply(t *testing.T, version int, objectMarker bool, window int) {
 	ctx := context.Background()
 	r := newRig(t, contactsYAML(""), twoNodes())
-	r.eng.Window = window
+	r.eng.Window, r.eng.PullBatch = window, window // pulls stop part way too, unless the sync's own writes wait
 	r.exec("hubspot", "UPDATE tandem.capture_info SET version = $1", version)
 	r.exec("crm", `INSERT INTO contacts (full_name, email, phone) VALUES ('Ann Lee', 'ann@x.com', '1')`)
 	r.run("contacts")

@@ -39,6 +39,13 @@ type Engine struct {
 	// PruneBatch is how many changes one statement of PruneChangeLog
 	// deletes (DefaultPruneBatch if 0).
 	PruneBatch int
+	// PullBatch is how many queue rows a control transaction of a trigger
+	// node's pull moves (capture.DefaultBatchSize if 0).
+	PullBatch int
+	// PullLimit is how many changes the pull before a window moves before
+	// it may stop, the rest left for the windows after (the window's size
+	// if 0; see capture.Reader.PullUpTo).
+	PullLimit int
 
 	initMu  sync.Mutex // guards readers until init succeeds
 	readers map[string]*nodeReader
@@ -74,6 +81,13 @@ type nodeReader struct {
 // *capture.Reader (trigger capture) or a *wal.Reader (capture: wal).
 type puller interface {
 	Pull(ctx context.Context) (capture.PullResult, error)
+}
+
+// boundedPuller is a puller that can stop part way (trigger capture's
+// reader: see capture.Reader.PullUpTo). A WAL stream cannot: its Pull
+// waits for what the stream has under way.
+type boundedPuller interface {
+	PullUpTo(ctx context.Context, max int64, origin string) (capture.PullResult, error)
 }
 
 // Result says what one run did.
@@ -197,7 +211,7 @@ func (e *Engine) init(ctx context.Context) error {
 				}}}
 			continue
 		}
-		r := &capture.Reader{Node: name, NodeDB: pool, Control: e.Control, Consumer: id, Logger: e.logger()}
+		r := &capture.Reader{Node: name, NodeDB: pool, Control: e.Control, Consumer: id, Logger: e.logger(), BatchSize: e.PullBatch}
 		if n != nil {
 			r.MaxQueueRows, r.MaxQueueAge = n.QueueLimit.Rows, n.QueueLimit.Age
 		}
@@ -227,6 +241,13 @@ func (e *Engine) isWAL(node string) bool {
 
 // Pull moves a node's captured changes into change_log.
 func (e *Engine) Pull(ctx context.Context, node string) (capture.PullResult, error) {
+	return e.pullUpTo(ctx, node, 0, "")
+}
+
+// pullUpTo is Pull stopping after about max changes (0: all), never short
+// of a change of origin (see capture.Reader.PullUpTo), on nodes whose
+// reader can stop part way.
+func (e *Engine) pullUpTo(ctx context.Context, node string, max int64, origin string) (capture.PullResult, error) {
 	if err := e.init(ctx); err != nil {
 		return capture.PullResult{}, err
 	}
@@ -236,6 +257,9 @@ func (e *Engine) Pull(ctx context.Context, node string) (capture.PullResult, err
 	}
 	nr.mu.Lock()
 	defer nr.mu.Unlock()
+	if b, ok := nr.r.(boundedPuller); ok && max > 0 {
+		return b.PullUpTo(ctx, max, origin)
+	}
 	return nr.r.Pull(ctx)
 }
 
@@ -352,10 +376,27 @@ func (e *Engine) runLocked(ctx context.Context, s *config.Sync, trigger string, 
 	}()
 	for {
 		// Pull before every window: the echoes of the last window's applies
-		// must be in change_log before the next window is cut.
-		if err := e.pullSides(ctx, s); err != nil {
+		// must be in change_log before the next window is cut. A pull stops
+		// after about a window's changes, never short of the sync's own
+		// writes, so a backlog's first window need not wait for the rest
+		// (cut: some are left). A side whose look-ahead pulled once the
+		// window's apply there was in (the look-ahead reads the next window
+		// from what it pulled) is not pulled again: the run after takes
+		// what came since.
+		skip, cut := [2]bool{}, false
+		if s.Source.Node != s.Target.Node {
+			for side, a := range looked {
+				if a != nil {
+					<-a.done
+					skip[side], cut = a.pulled, cut || a.pulled && a.cut
+				}
+			}
+		}
+		pulledCut, err := e.pullSidesUpTo(ctx, s, e.pullLimit(), skip)
+		if err != nil {
 			return total, err
 		}
+		cut = cut || pulledCut
 		r, err := e.newRun(s)
 		if err != nil {
 			return total, err
@@ -382,7 +423,7 @@ func (e *Engine) runLocked(ctx context.Context, s *config.Sync, trigger string, 
 		if r.seeding || r.initialDone {
 			e.reportProgress(ctx, id, r.initialDone)
 		}
-		if err != nil || !more {
+		if err != nil || !more && !cut {
 			return total, err
 		}
 		if stopRequested(ctx) {
@@ -417,17 +458,46 @@ func stopRequested(ctx context.Context) bool {
 // pullSides pulls the sync's nodes, both at once: each has its own reader
 // and moves its changes in transactions of its own.
 func (e *Engine) pullSides(ctx context.Context, s *config.Sync) error {
-	pull := func(node string) error {
-		if _, err := e.Pull(ctx, node); err != nil {
+	_, err := e.pullSidesUpTo(ctx, s, 0, [2]bool{})
+	return err
+}
+
+func (e *Engine) pullLimit() int64 {
+	if e.PullLimit > 0 {
+		return int64(e.PullLimit)
+	}
+	return int64(e.windowSize())
+}
+
+// pullSidesUpTo is pullSides with each pull stopping after about max
+// changes (0: all), never short of one of the sync's own writes (see
+// capture.Reader.PullUpTo); it reports whether a pull stopped there. The
+// sides in skip are not pulled.
+func (e *Engine) pullSidesUpTo(ctx context.Context, s *config.Sync, max int64, skip [2]bool) (cut bool, err error) {
+	var cuts [2]bool
+	pull := func(side mapping.Side, node string) error {
+		res, err := e.pullUpTo(ctx, node, max, s.ID)
+		if err != nil {
 			return fmt.Errorf("sync %s: pulling changes: %w", s.ID, err)
 		}
+		cuts[side] = res.Cut
 		return nil
 	}
 	if s.Source.Node == s.Target.Node {
-		return pull(s.Source.Node)
+		if skip[0] && skip[1] {
+			return false, nil
+		}
+		err := pull(mapping.Source, s.Source.Node)
+		return cuts[0], err
 	}
 	nodes := [2]string{s.Source.Node, s.Target.Node}
-	return bothSides(func(side mapping.Side) error { return pull(nodes[side]) })
+	err = bothSides(func(side mapping.Side) error {
+		if skip[side] {
+			return nil
+		}
+		return pull(side, nodes[side])
+	})
+	return cuts[0] || cuts[1], err
 }
 
 // bothSides runs f for the source and the target at once (each side has a

@@ -30,7 +30,7 @@ func TestExactlyOnceAcrossCancellation(t *testing.T) {
 
 func exactlyOnceAcrossCancellation(t *testing.T, window int) {
 	r := newRig(t, contactsYAML(""), twoNodes())
-	r.eng.Window = window
+	r.eng.Window, r.eng.PullBatch = window, window
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed) // a failure replays with this seed
 	rng := rand.New(rand.NewPCG(seed, 0))

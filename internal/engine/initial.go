@@ -270,7 +270,11 @@ func (r *syncRun) planSeed(ctx context.Context, tx pgx.Tx, phase string, after, 
 		}
 	}
 	// Done: a change taken so far may be one a chunk already read in a row
-	// (filterSeen); the ones taken later committed after every read.
+	// (filterSeen); the ones taken later committed after every read. (The
+	// run's pull may have stopped part way: everything is taken first.)
+	if err := r.e.pullSides(ctx, r.cfg); err != nil {
+		return nil, err
+	}
 	if err := tx.QueryRow(ctx, `UPDATE tandem.sync_state SET initial_phase = NULL, initial_after = NULL, initial_until = NULL,
 			initial_completed_at = now(),
 			initial_band_source = (SELECT max(id) FROM tandem.change_log WHERE node = $2 AND table_name = $3),

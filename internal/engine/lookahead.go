@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+
+	"github.com/tandem-sync/tandem/internal/capture"
 )
 
 // lookAhead reads the changes of one side's next window while the window
@@ -23,6 +25,7 @@ type lookAhead struct {
 	links         map[string]linkedKey // by key text of the side: the other side's key
 	asked         map[string]bool      // the key texts whose links were read
 	used          bool                 // a window took the rows
+	pulled, cut   bool                 // it pulled the side's node; that pull stopped part way
 	err           error
 	done          chan struct{}
 	cancel        context.CancelFunc
@@ -35,9 +38,11 @@ func (r *syncRun) lookAhead(ctx context.Context, s *side, from int64) *lookAhead
 	sc := &side{Which: s.Which, Node: s.Node, Table: s.Table} // its own: the run goes on with s
 	go func() {
 		defer close(a.done)
-		if _, a.err = r.e.Pull(ctx, sc.Node); a.err != nil {
+		var pull capture.PullResult
+		if pull, a.err = r.e.pullUpTo(ctx, sc.Node, r.e.pullLimit(), r.cfg.ID); a.err != nil {
 			return
 		}
+		a.pulled, a.cut = true, pull.Cut
 		if a.through, a.err = r.windowEnd(ctx, sc, from); a.err != nil {
 			return
 		}

@@ -16,7 +16,7 @@ func TestReadAheadOfARowTheWindowBeforeCreated(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	r := newRig(t, contactsYAML(""), twoNodes())
-	r.eng.Window = 2
+	r.eng.Window, r.eng.PullBatch = 2, 2
 	r.idle("contacts") // the initial sync, of nothing
 	r.exec("crm", `INSERT INTO contacts (full_name, email, phone) VALUES ('Ann Lee', 'ann@x.com', '1')`)
 	r.exec("crm", `INSERT INTO contacts (full_name, email, phone) VALUES ('Bob Ray', 'bob@x.com', '2')`)

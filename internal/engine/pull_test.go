@@ -1,0 +1,66 @@
+package engine_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// One run takes every change committed before it, however little each of
+// its pulls takes (a window's worth, here one row): it goes on while a
+// pull stopped part way, full windows or not.
+func TestRunTakesEverythingInPullsOfARow(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, contactsYAML(""), twoNodes())
+	r.eng.Window, r.eng.PullBatch, r.eng.PullLimit = 4, 1, 1
+	r.idle("contacts") // the initial sync, of nothing
+	for i := range 10 {
+		r.exec("crm", `INSERT INTO contacts (full_name, email, phone) VALUES ('P', 'p' || $1::int || '@x.com', 'ph')`, i)
+	}
+	res := r.run("contacts")
+	require.Equal(t, 10, res.Created, "%+v", res)
+	require.Equal(t, 10, r.nodeInt("hubspot", "SELECT count(*) FROM hs_contacts"))
+	r.idle("contacts")
+}
+
+// A pull may stop part way through a backlog, but never between an
+// application write that an apply overwrote and that apply's echo: the
+// window would send the write on without knowing it was overwritten. Here
+// the application's transaction writes Ann (the apply waits for it) and
+// then Bob, so its two changes come before the echo in hubspot's queue,
+// and pulls of one row per batch and two per pull would stop after them.
+func TestPullStopsNotBetweenAnOverwrittenWriteAndItsEcho(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := newRig(t, contactsYAML(""), twoNodes())
+	r.eng.Window, r.eng.PullBatch = 2, 1
+	r.exec("crm", `INSERT INTO contacts (full_name, email, phone) VALUES ('Ann Lee', 'ann@x.com', '1'), ('Bob Ray', 'bob@x.com', '2')`)
+	r.run("contacts")
+	r.idle("contacts")
+
+	r.exec("crm", `UPDATE contacts SET phone = 'crm' WHERE email = 'ann@x.com'`)
+	app, err := r.nodes["hubspot"].Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer app.Rollback(ctx)
+	_, err = app.Exec(ctx, `UPDATE hs_contacts SET phone_number = 'app' WHERE email = 'ann@x.com'`)
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { _, err := r.eng.RunSync(ctx, "contacts", "manual"); done <- err }()
+	require.Eventually(t, func() bool {
+		return r.nodeInt("hubspot", `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'UPDATE%hs_contacts%'`) == 1
+	}, 10*time.Second, 5*time.Millisecond, "the apply never waited for the application's lock")
+	_, err = app.Exec(ctx, `UPDATE hs_contacts SET lastname = 'Other' WHERE email = 'bob@x.com'`)
+	require.NoError(t, err)
+	require.NoError(t, app.Commit(ctx))
+	require.NoError(t, <-done) // its window was full: it went on, and took Ann's write, Bob's and the echo
+
+	r.run("contacts")
+	r.idle("contacts")
+	require.Equal(t, []string{"Ann Lee|crm", "Bob Other|2"}, r.rows("crm", "SELECT full_name || '|' || phone FROM contacts ORDER BY email"))
+	require.Equal(t, []string{"crm", "2"}, r.rows("hubspot", "SELECT phone_number FROM hs_contacts ORDER BY email"))
+	require.Equal(t, []string{`concurrent_apply|"app"`},
+		r.ctlRows(`SELECT kind || '|' || (lost -> 'target' -> 'phone_number')::text FROM tandem.sync_conflicts`))
+}
