@@ -81,6 +81,32 @@ func TestWriteOverwrittenByARacingApplyIsRecorded(t *testing.T) {
 	}
 }
 
+// runRacingApp runs the sync while an application's transaction on
+// hubspot holds a row lock its apply needs: the transaction runs sql, and
+// once the apply waits for the lock, then, and commits. It returns the
+// run's error.
+func (r *rig) runRacingApp(ctx context.Context, sql string, then ...string) error {
+	t := r.t
+	t.Helper()
+	app, err := r.nodes["hubspot"].Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer app.Rollback(ctx)
+	_, err = app.Exec(ctx, sql) // holds the row lock, not yet committed
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { _, err := r.eng.RunSync(ctx, "contacts", "manual"); done <- err }()
+	require.Eventually(t, func() bool {
+		return r.nodeInt("hubspot", `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'UPDATE%hs_contacts%'`) == 1
+	}, 10*time.Second, 5*time.Millisecond, "the apply never waited for the application's lock")
+	for _, q := range then {
+		_, err = app.Exec(ctx, q)
+		require.NoError(t, err)
+	}
+	require.NoError(t, app.Commit(ctx))
+	return <-done
+}
+
 func racingApply(t *testing.T, version int, objectMarker bool, window int) {
 	ctx := context.Background()
 	r := newRig(t, contactsYAML(""), twoNodes())
@@ -91,21 +117,7 @@ func racingApply(t *testing.T, version int, objectMarker bool, window int) {
 	r.idle("contacts")
 
 	r.exec("crm", `UPDATE contacts SET phone = 'crm'`)
-	app, err := r.nodes["hubspot"].Pool.Begin(ctx)
-	require.NoError(t, err)
-	defer app.Rollback(ctx)
-	_, err = app.Exec(ctx, `UPDATE hs_contacts SET phone_number = 'app'`) // holds the row lock, not yet committed
-	require.NoError(t, err)
-
-	done := make(chan error, 1)
-	go func() { _, err := r.eng.RunSync(ctx, "contacts", "manual"); done <- err }()
-	// The apply waits for the application's row lock; then the application commits.
-	require.Eventually(t, func() bool {
-		return r.nodeInt("hubspot", `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'UPDATE%hs_contacts%'`) == 1
-	}, 10*time.Second, 5*time.Millisecond, "the apply never waited for the application's lock")
-	require.NoError(t, app.Commit(ctx))
-	require.NoError(t, <-done)
+	require.NoError(t, r.runRacingApp(ctx, `UPDATE hs_contacts SET phone_number = 'app'`))
 	require.Equal(t, []string{"crm"}, r.rows("hubspot", "SELECT phone_number FROM hs_contacts"), "the apply went in after the application's write")
 	if objectMarker {
 		require.Equal(t, 1, r.nodeInt("hubspot", `WITH m AS (UPDATE tandem.change_queue SET new = (new #>> '{}')::jsonb
