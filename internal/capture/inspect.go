@@ -47,7 +47,8 @@ func (c *capturedTable) complete(key []string) bool {
 // also a node) is not ours to drop.
 var captureObjects = []string{"capture_info", "change_queue", "change_queue_pkey",
 	"change_queue_id_seq", "consumers", "consumers_pkey", "notify_seq",
-	"capture_info_pkey", "applied", "applied_pkey", "queue_status", "queue_tables", "capture", "row_key"}
+	"capture_info_pkey", "applied", "applied_pkey", "queue_status", "queue_tables", "capture", "row_key",
+	"change_queue_origin"}
 
 func inspect(ctx context.Context, q Querier) (*state, error) {
 	st := &state{captured: map[string]*capturedTable{}}

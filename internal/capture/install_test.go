@@ -218,7 +218,7 @@ func TestInstallUpgradesInPlace(t *testing.T) {
 	install(t, db, tableRef("contacts"))
 	// Make the node look like one installed by a version-1 tandem, with a
 	// change pending.
-	db.Exec(t, "DROP TABLE tandem.applied; UPDATE tandem.capture_info SET version = 1")
+	db.Exec(t, "DROP TABLE tandem.applied; DROP INDEX tandem.change_queue_origin; UPDATE tandem.capture_info SET version = 1")
 	db.Exec(t, "INSERT INTO contacts (name, email) VALUES ('v1', 'v1@x')")
 	before := catalog(t, db, true)
 

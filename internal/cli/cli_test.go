@@ -56,7 +56,7 @@ func TestConfigFlagBeforeOrAfterCommand(t *testing.T) {
 				env[k] = v
 			}
 			r := mustRun(t, env, c.args...)
-			require.Contains(t, r.stdout, "-- tandem capture on node crm: version 0 -> 4")
+			require.Contains(t, r.stdout, "-- tandem capture on node crm: version 0 -> 5")
 			require.Contains(t, r.stdout, `ON "public"."contacts"`)
 		})
 	}

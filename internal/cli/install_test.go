@@ -31,7 +31,7 @@ func TestInstallCapturesAndIsIncremental(t *testing.T) {
 	ctx := context.Background()
 
 	r := mustRun(t, env, "-c", fixture("tandem.yaml"), "install", "crm")
-	require.Contains(t, r.stdout, "node crm: capture version 4 installed (was 0)")
+	require.Contains(t, r.stdout, "node crm: capture version 5 installed (was 0)")
 	require.Contains(t, r.stdout, "capturing now: public.contacts\n")
 	require.Empty(t, captureTriggers(t, node, "public.companies"), "companies is in no sync of tandem.yaml")
 
@@ -45,7 +45,7 @@ func TestInstallCapturesAndIsIncremental(t *testing.T) {
 	require.Len(t, contacts, 4)
 
 	r = mustRun(t, env, "-c", fixture("tandem.yaml"), "install", "crm")
-	require.Equal(t, "node crm: capture version 4 already installed on public.contacts; nothing to do\n", r.stdout)
+	require.Equal(t, "node crm: capture version 5 already installed on public.contacts; nothing to do\n", r.stdout)
 	require.Equal(t, contacts, captureTriggers(t, node, "public.contacts"))
 
 	r = mustRun(t, env, "-c", fixture("two_tables.yaml"), "install", "crm")

@@ -66,7 +66,7 @@ func TestInstallWALNodeThenUninstall(t *testing.T) {
 	require.Empty(t, tandemSlots(t, crm), "install --print created the slot")
 
 	r = mustRun(t, env, "-c", cfg, "install", "crm")
-	require.Equal(t, fmt.Sprintf(`node crm: capture: wal installed (capture version 4, was 0)
+	require.Equal(t, fmt.Sprintf(`node crm: capture: wal installed (capture version 5, was 0)
   publication tandem (created): public.contacts
   replication slot %s: created (pgoutput)
 NOTICE: table public.contacts on node crm has replica identity DEFAULT or USING INDEX: its updates carry no old values, so every column counts as changed, and edits of different fields on both sides conflict instead of merging. For field-level merge (at the cost of logging whole old rows): ALTER TABLE "public"."contacts" REPLICA IDENTITY FULL;
@@ -84,7 +84,7 @@ NOTICE: table public.contacts on node crm has replica identity DEFAULT or USING 
 
 	crm.Exec(t, "ALTER TABLE contacts REPLICA IDENTITY FULL")
 	r = mustRun(t, env, "-c", cfg, "install", "crm")
-	require.Equal(t, fmt.Sprintf(`node crm: capture: wal already installed (capture version 4); nothing to do
+	require.Equal(t, fmt.Sprintf(`node crm: capture: wal already installed (capture version 5); nothing to do
   publication tandem (unchanged): public.contacts
   replication slot %s: already present
 `, slot), r.stdout)

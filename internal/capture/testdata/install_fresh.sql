@@ -1,4 +1,4 @@
--- tandem capture on node crm: version 0 -> 4
+-- tandem capture on node crm: version 0 -> 5
 BEGIN;
 CREATE SCHEMA tandem;
 CREATE TABLE tandem.capture_info (
@@ -296,7 +296,14 @@ REVOKE ALL ON FUNCTION tandem.capture() FROM PUBLIC;
 ALTER FUNCTION tandem.capture() SET "TimeZone" = 'UTC';
 ALTER FUNCTION tandem.capture() SET "IntervalStyle" = 'postgres';
 ALTER FUNCTION tandem.capture() SET extra_float_digits = 3;
-UPDATE tandem.capture_info SET version = 4, upgraded_at = now();
+-- capture version 5 (0005_own_rows.sql)
+-- Tandem capture, version 5: an index of the queue rows tandem wrote itself
+-- (origin set: an apply's marker, per-row echoes, a conflict's settlement).
+-- A pull that stops part way through a backlog first makes sure none of the
+-- sync's own rows is left behind; with this index that is a lookup, not a
+-- walk of the whole queue. Application rows (origin NULL) are not in it.
+CREATE INDEX IF NOT EXISTS change_queue_origin ON tandem.change_queue (origin) WHERE origin IS NOT NULL;
+UPDATE tandem.capture_info SET version = 5, upgraded_at = now();
 CREATE TRIGGER tandem_capture_insert AFTER INSERT ON "public"."contacts" REFERENCING NEW TABLE AS tandem_new FOR EACH STATEMENT EXECUTE FUNCTION tandem.capture('id');
 CREATE TRIGGER tandem_capture_update AFTER UPDATE ON "public"."contacts" REFERENCING OLD TABLE AS tandem_old NEW TABLE AS tandem_new FOR EACH STATEMENT EXECUTE FUNCTION tandem.capture('id');
 CREATE TRIGGER tandem_capture_delete AFTER DELETE ON "public"."contacts" REFERENCING OLD TABLE AS tandem_old FOR EACH STATEMENT EXECUTE FUNCTION tandem.capture('id');
