@@ -53,6 +53,10 @@ type PullResult struct {
 	// before the call may be left for the next pull, which goes on from
 	// where this one stopped.
 	Cut bool
+	// Opened: the pull took a new snapshot of the node, to take what
+	// committed before it, after finishing the window an earlier pull
+	// left open (if any). Completed: it finished a window, all of it.
+	Opened, Completed bool
 }
 
 // cursor is a node's row in tandem.cursors.
@@ -73,10 +77,11 @@ func (r *Reader) Pull(ctx context.Context) (PullResult, error) {
 
 // PullUpTo is Pull, stopping after the batch that brings the rows moved to
 // max or more (0: no limit), so that a consumer can start on a backlog's
-// first rows while the rest waits. It never stops short of a queue row
-// whose origin is origin (a sync's own write) that Pull would move: a
-// change the queue holds before one of the sync's own writes is never in
-// change_log without it. A pull that stopped reports Cut.
+// first rows while the rest waits. It never stops while the queue holds a
+// row whose origin is origin (a sync's own write) not yet taken, committed
+// or not, in the open window or after it: a change the queue holds before
+// one of the sync's own writes is never in change_log without it. A pull
+// that stopped reports Cut; it has not checked the queue limits.
 func (r *Reader) PullUpTo(ctx context.Context, max int64, origin string) (PullResult, error) {
 	var res PullResult
 	if !r.registered {
@@ -122,7 +127,7 @@ func (r *Reader) pull(ctx context.Context, max int64, origin string) (PullResult
 		return res, r.wrap("taking snapshot", err)
 	}
 	if to != cur.Snapshot { // else no transaction has ended since the last window
-		cur.WindowTo = &to
+		cur.WindowTo, res.Opened = &to, true
 		if err := r.takeWindow(ctx, cur, &res, lim); err != nil || res.Cut {
 			return res, err
 		}
@@ -191,6 +196,7 @@ func (r *Reader) takeWindow(ctx context.Context, cur cursor, res *PullResult, li
 	if err != nil {
 		return err
 	}
+	res.Completed = true
 	res.Pruned += pruned
 	res.InFlight = inflight
 	return nil

@@ -44,7 +44,8 @@ type Engine struct {
 	PullBatch int
 	// PullLimit is how many changes the pull before a window moves before
 	// it may stop, the rest left for the windows after (the window's size
-	// if 0; see capture.Reader.PullUpTo).
+	// if 0; see capture.Reader.PullUpTo). A pull stops only after a whole
+	// batch (PullBatch), so it moves at least that many when it can.
 	PullLimit int
 
 	initMu  sync.Mutex // guards readers until init succeeds
@@ -62,6 +63,7 @@ type Engine struct {
 	lookedAhead atomic.Int64 // windows that took rows a look-ahead read (tests)
 	readAhead   atomic.Int64 // look-aheads that read their links (tests)
 	recheckHook func()       // tests: called in each verify re-check round once the sync has caught up
+	windowHook  func()       // tests: called before each window's pull
 }
 
 // walWake delivers the name of a wal node whose stream wrote changes
@@ -287,7 +289,14 @@ type syncRun struct {
 	// pending and no initial sync under way; repairPlanned: this run is it.
 	repair        *[2][]Values
 	repairPlanned bool
+	// pulledAll: the pull before this run took everything committed before
+	// it; pullAll: this run needs such a pull first (an initial sync's
+	// hand-over), and planned nothing.
+	pulledAll, pullAll bool
 }
+
+// errPullAll stops planning a run that needs a pull of everything first.
+var errPullAll = errors.New("the pull before this run stopped part way; pull everything and plan again")
 
 func (e *Engine) newRun(s *config.Sync) (*syncRun, error) {
 	m := mapping.Compile(s.Fields)
@@ -369,6 +378,8 @@ func (e *Engine) runLocked(ctx context.Context, s *config.Sync, trigger string, 
 	var ahead *readAhead
 	var looked [2]*lookAhead
 	var relinked [2]map[string]bool
+	var pulls [2]pullState
+	pullAll := false
 	defer func() {
 		ahead.wait()
 		looked[0].stop() // no window follows to take them
@@ -378,25 +389,41 @@ func (e *Engine) runLocked(ctx context.Context, s *config.Sync, trigger string, 
 		// Pull before every window: the echoes of the last window's applies
 		// must be in change_log before the next window is cut. A pull stops
 		// after about a window's changes, never short of the sync's own
-		// writes, so a backlog's first window need not wait for the rest
-		// (cut: some are left). A side whose look-ahead pulled once the
-		// window's apply there was in (the look-ahead reads the next window
-		// from what it pulled) is not pulled again: the run after takes
-		// what came since.
-		skip, cut := [2]bool{}, false
+		// writes, so a backlog's first window need not wait for the rest;
+		// the run goes on until everything committed before it began is
+		// taken (owed). A side whose look-ahead pulled (once the window's
+		// apply there was in, or at once when the window wrote nothing
+		// there, on a node of its own) is not pulled again for the next
+		// window: it reads what the look-ahead pulled.
+		if e.windowHook != nil {
+			e.windowHook()
+		}
+		var skip [2]bool
 		if s.Source.Node != s.Target.Node {
 			for side, a := range looked {
 				if a != nil {
 					<-a.done
-					skip[side], cut = a.pulled, cut || a.pulled && a.cut
+					if a.pulled {
+						skip[side] = true
+						pulls[side].saw(a.pull)
+					}
 				}
 			}
 		}
-		pulledCut, err := e.pullSidesUpTo(ctx, s, e.pullLimit(), skip)
+		limit := e.pullLimit()
+		if pullAll {
+			skip, limit = [2]bool{}, 0
+		}
+		pulled, err := e.pullSidesUpTo(ctx, s, limit, skip)
 		if err != nil {
 			return total, err
 		}
-		cut = cut || pulledCut
+		for side := range pulled {
+			if !skip[side] {
+				pulls[side].saw(pulled[side])
+			}
+		}
+		owed := !pulls[0].met || !pulls[1].met
 		r, err := e.newRun(s)
 		if err != nil {
 			return total, err
@@ -412,7 +439,9 @@ func (e *Engine) runLocked(ctx context.Context, s *config.Sync, trigger string, 
 			}
 		}
 		r.ahead, r.repair, r.looked, r.relinkedBefore = ahead, repair, looked, relinked
+		r.pulledAll = !pulled[0].Cut && !pulled[1].Cut && !skip[0] && !skip[1]
 		res, more, err := r.run(ctx, trigger)
+		pullAll = r.pullAll
 		ahead, looked, relinked = r.next, r.looking, r.relinked
 		r.looked[0].wait() // taken, or not to be
 		r.looked[1].wait()
@@ -423,7 +452,7 @@ func (e *Engine) runLocked(ctx context.Context, s *config.Sync, trigger string, 
 		if r.seeding || r.initialDone {
 			e.reportProgress(ctx, id, r.initialDone)
 		}
-		if err != nil || !more && !cut {
+		if err != nil || !more && !owed {
 			return total, err
 		}
 		if stopRequested(ctx) {
@@ -471,24 +500,21 @@ func (e *Engine) pullLimit() int64 {
 
 // pullSidesUpTo is pullSides with each pull stopping after about max
 // changes (0: all), never short of one of the sync's own writes (see
-// capture.Reader.PullUpTo); it reports whether a pull stopped there. The
-// sides in skip are not pulled.
-func (e *Engine) pullSidesUpTo(ctx context.Context, s *config.Sync, max int64, skip [2]bool) (cut bool, err error) {
-	var cuts [2]bool
+// capture.Reader.PullUpTo); it returns each side's pull (the same one for
+// both when they share a node). The sides in skip are not pulled.
+func (e *Engine) pullSidesUpTo(ctx context.Context, s *config.Sync, max int64, skip [2]bool) (res [2]capture.PullResult, err error) {
 	pull := func(side mapping.Side, node string) error {
-		res, err := e.pullUpTo(ctx, node, max, s.ID)
+		r, err := e.pullUpTo(ctx, node, max, s.ID)
 		if err != nil {
 			return fmt.Errorf("sync %s: pulling changes: %w", s.ID, err)
 		}
-		cuts[side] = res.Cut
+		res[side] = r
 		return nil
 	}
 	if s.Source.Node == s.Target.Node {
-		if skip[0] && skip[1] {
-			return false, nil
-		}
 		err := pull(mapping.Source, s.Source.Node)
-		return cuts[0], err
+		res[mapping.Target] = res[mapping.Source]
+		return res, err
 	}
 	nodes := [2]string{s.Source.Node, s.Target.Node}
 	err = bothSides(func(side mapping.Side) error {
@@ -497,7 +523,21 @@ func (e *Engine) pullSidesUpTo(ctx context.Context, s *config.Sync, max int64, s
 		}
 		return pull(side, nodes[side])
 	})
-	return cuts[0] || cuts[1], err
+	return res, err
+}
+
+// pullState follows one side's pulls in a run (runLocked): met once they
+// have taken everything committed before the run began. A pull that did
+// not stop part way took everything committed before it; one that stopped
+// took everything before the run if it finished a window that a pull of
+// the run opened (whatever came later is for the next run).
+type pullState struct{ opened, met bool }
+
+func (p *pullState) saw(r capture.PullResult) {
+	if !r.Cut || p.opened && r.Completed {
+		p.met = true
+	}
+	p.opened = p.opened || r.Opened
 }
 
 // bothSides runs f for the source and the target at once (each side has a
@@ -533,6 +573,10 @@ func (r *syncRun) run(ctx context.Context, trigger string) (res Result, more boo
 		return res, false, err
 	}
 	w, err := r.planWindow(ctx, trigger, retry)
+	if errors.Is(err, errPullAll) {
+		r.pullAll = true
+		return res, true, nil
+	}
 	if err != nil || w.RunID == 0 {
 		return res, false, err
 	}

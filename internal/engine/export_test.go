@@ -9,3 +9,6 @@ func (e *Engine) ReadAhead() int64 { return e.readAhead.Load() }
 // OnRecheck sets f to be called in each verify re-check round, once the
 // sync has caught up and before the suspects are compared again.
 func (e *Engine) OnRecheck(f func()) { e.recheckHook = f }
+
+// OnWindow sets f to be called before each window's pull.
+func (e *Engine) OnWindow(f func()) { e.windowHook = f }

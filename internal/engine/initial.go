@@ -270,10 +270,12 @@ func (r *syncRun) planSeed(ctx context.Context, tx pgx.Tx, phase string, after, 
 		}
 	}
 	// Done: a change taken so far may be one a chunk already read in a row
-	// (filterSeen); the ones taken later committed after every read. (The
-	// run's pull may have stopped part way: everything is taken first.)
-	if err := r.e.pullSides(ctx, r.cfg); err != nil {
-		return nil, err
+	// (filterSeen); the ones taken later committed after every read. So
+	// the pull before must have taken everything: when it stopped part way,
+	// the run pulls everything and plans again (not in this transaction,
+	// whose snapshot may predate that pull).
+	if !r.pulledAll {
+		return nil, errPullAll
 	}
 	if err := tx.QueryRow(ctx, `UPDATE tandem.sync_state SET initial_phase = NULL, initial_after = NULL, initial_until = NULL,
 			initial_completed_at = now(),

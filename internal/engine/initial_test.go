@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tandem-sync/tandem/internal/engine"
@@ -116,35 +117,51 @@ func TestInitialSyncSettlesEachStrategy(t *testing.T) {
 // change it already read in a row is dropped, not applied again over a
 // newer edit made since. (One way: the engine never writes crm, so no
 // write of its own there makes a pull take everything.)
+//
+// Also with the control database's transactions repeatable read by
+// default: the hand-over's bounds are not read in a snapshot older than
+// that pull.
 func TestInitialSyncHandOverTakesEveryChangeItRead(t *testing.T) {
 	t.Parallel()
-	r := existingRig(t, "    match: [email]\n    direction: source_to_target\n")
-	r.eng.Window = 2000                     // chunks of 1,000 rows
-	r.eng.PullBatch, r.eng.PullLimit = 1, 1 // pulls of a row each
-	chunks := 0
-	r.eng.Progress = func(p engine.InitialProgress) {
-		switch {
-		case p.Finished:
-			r.exec("hubspot", `UPDATE hs_contacts SET phone_number = 'newer' WHERE email = 'user9001@x.com'`)
-		case p.Done > 0:
-			chunks++
-			if chunks == 1 {
-				// Changes queued ahead of the one that matters, then a change
-				// to a crm-only row the walk has yet to reach: it creates the
-				// row on hubspot with that change in it.
-				r.exec("crm", `UPDATE contacts SET phone = 'q' || id WHERE id BETWEEN 5001 AND 5050`)
-				r.exec("crm", `UPDATE contacts SET phone = 'read' WHERE id = 9001`)
+	for _, isolation := range []string{"read committed", "repeatable read"} {
+		t.Run(strings.ReplaceAll(isolation, " ", "_"), func(t *testing.T) {
+			t.Parallel()
+			r := existingRig(t, "    match: [email]\n    direction: source_to_target\n")
+			pc, err := pgxpool.ParseConfig(r.ctl.URL)
+			require.NoError(t, err)
+			pc.ConnConfig.RuntimeParams["default_transaction_isolation"] = isolation
+			ctl, err := pgxpool.NewWithConfig(context.Background(), pc)
+			require.NoError(t, err)
+			t.Cleanup(ctl.Close)
+			r.eng.Control = ctl
+			r.eng.Window = 2000                     // chunks of 1,000 rows
+			r.eng.PullBatch, r.eng.PullLimit = 1, 1 // pulls of a row each
+			chunks := 0
+			r.eng.Progress = func(p engine.InitialProgress) {
+				switch {
+				case p.Finished:
+					r.exec("hubspot", `UPDATE hs_contacts SET phone_number = 'newer' WHERE email = 'user9001@x.com'`)
+				case p.Done > 0:
+					chunks++
+					if chunks == 1 {
+						// Changes queued ahead of the one that matters, then a
+						// change to a crm-only row the walk has yet to reach:
+						// it creates the row on hubspot with that change in it.
+						r.exec("crm", `UPDATE contacts SET phone = 'q' || id WHERE id BETWEEN 5001 AND 5050`)
+						r.exec("crm", `UPDATE contacts SET phone = 'read' WHERE id = 9001`)
+					}
+				}
 			}
-		}
+			r.run("contacts")
+			r.eng.Progress = nil
+			r.idle("contacts")
+			require.Greater(t, chunks, 8, "the initial sync ran in chunks")
+			require.Equal(t, []string{"read"}, r.rows("crm", "SELECT phone FROM contacts WHERE id = 9001"))
+			require.Equal(t, []string{"newer"}, r.rows("hubspot", "SELECT phone_number FROM hs_contacts WHERE email = 'user9001@x.com'"),
+				"the change the initial sync read was applied again")
+			require.Equal(t, []string{"q5001"}, r.rows("hubspot", "SELECT phone_number FROM hs_contacts WHERE email = 'user5001@x.com'"))
+		})
 	}
-	r.run("contacts")
-	r.eng.Progress = nil
-	r.idle("contacts")
-	require.Greater(t, chunks, 8, "the initial sync ran in chunks")
-	require.Equal(t, []string{"read"}, r.rows("crm", "SELECT phone FROM contacts WHERE id = 9001"))
-	require.Equal(t, []string{"newer"}, r.rows("hubspot", "SELECT phone_number FROM hs_contacts WHERE email = 'user9001@x.com'"),
-		"the change the initial sync read was applied again")
-	require.Equal(t, []string{"q5001"}, r.rows("hubspot", "SELECT phone_number FROM hs_contacts WHERE email = 'user5001@x.com'"))
 }
 
 // Writes made while the initial sync runs, between its chunks, on rows it

@@ -25,7 +25,8 @@ type lookAhead struct {
 	links         map[string]linkedKey // by key text of the side: the other side's key
 	asked         map[string]bool      // the key texts whose links were read
 	used          bool                 // a window took the rows
-	pulled, cut   bool                 // it pulled the side's node; that pull stopped part way
+	pulled        bool                 // it pulled the side's node
+	pull          capture.PullResult   // that pull
 	err           error
 	done          chan struct{}
 	cancel        context.CancelFunc
@@ -38,11 +39,10 @@ func (r *syncRun) lookAhead(ctx context.Context, s *side, from int64) *lookAhead
 	sc := &side{Which: s.Which, Node: s.Node, Table: s.Table} // its own: the run goes on with s
 	go func() {
 		defer close(a.done)
-		var pull capture.PullResult
-		if pull, a.err = r.e.pullUpTo(ctx, sc.Node, r.e.pullLimit(), r.cfg.ID); a.err != nil {
+		if a.pull, a.err = r.e.pullUpTo(ctx, sc.Node, r.e.pullLimit(), r.cfg.ID); a.err != nil {
 			return
 		}
-		a.pulled, a.cut = true, pull.Cut
+		a.pulled = true
 		if a.through, a.err = r.windowEnd(ctx, sc, from); a.err != nil {
 			return
 		}

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -22,6 +23,37 @@ func TestRunTakesEverythingInPullsOfARow(t *testing.T) {
 	require.Equal(t, 10, res.Created, "%+v", res)
 	require.Equal(t, 10, r.nodeInt("hubspot", "SELECT count(*) FROM hs_contacts"))
 	r.idle("contacts")
+}
+
+// A run owes what was committed before it began, not what comes while it
+// runs: another sync's table on the same node, written faster than pulls
+// of 50 rows take it, does not keep the run pulling. (Before each window,
+// 200 rows are written there: every pull stops part way.)
+func TestRunEndsWhileAnotherTableOnItsNodeKeepsBeingWritten(t *testing.T) {
+	t.Parallel()
+	yaml := contactsYAML("") + `  - id: other
+    source: { node: hubspot, table: public.hs_other }
+    target: { node: gcontacts, table: public.gc_people }
+    fields:
+      - { source: v, target: mail }
+`
+	yaml = strings.Replace(yaml, `hubspot: { dsn: "${HUB}" }`, `hubspot: { dsn: "${HUB}" }
+  gcontacts: { dsn: "${GC}" }`, 1)
+	r := newRig(t, yaml, map[string]string{"crm": crmDDL, "hubspot": hubspotDDL + `; CREATE TABLE hs_other (id bigserial PRIMARY KEY, v text)`,
+		"gcontacts": gcontactsDDL})
+	r.eng.PullBatch, r.eng.PullLimit = 50, 50
+	r.idle("contacts")
+	r.exec("crm", `INSERT INTO contacts (full_name, email, phone) VALUES ('Ann Lee', 'ann@x.com', '1')`)
+	windows := 0
+	r.eng.OnWindow(func() {
+		if windows++; windows <= 100 { // past that the run is a runaway: let it end, and fail below
+			r.exec("hubspot", `INSERT INTO hs_other (v) SELECT 'x' || g FROM generate_series(1, 200) g`)
+		}
+	})
+	r.run("contacts")
+	r.eng.OnWindow(nil)
+	require.Less(t, windows, 10, "the run went on pulling what came after it began")
+	require.Equal(t, []string{"ann@x.com"}, r.rows("hubspot", "SELECT email FROM hs_contacts"))
 }
 
 // A pull may stop part way through a backlog, but never between an
