@@ -411,7 +411,10 @@ func (e *Engine) runLocked(ctx context.Context, s *config.Sync, trigger string, 
 			}
 		}
 		limit := e.pullLimit()
-		if pullAll {
+		if pullAll || resync {
+			// An initial sync begins after everything committed before it
+			// (its cursors start at the last change taken), and hands over
+			// once everything committed before its last read is taken.
 			skip, limit = [2]bool{}, 0
 		}
 		pulled, err := e.pullSidesUpTo(ctx, s, limit, skip)

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/tandem-sync/tandem/internal/engine"
 )
 
 // One run takes every change committed before it, however little each of
@@ -82,4 +84,27 @@ func TestPullStopsNotBetweenAnOverwrittenWriteAndItsEcho(t *testing.T) {
 	require.Equal(t, []string{"crm", "2"}, r.rows("hubspot", "SELECT phone_number FROM hs_contacts ORDER BY email"))
 	require.Equal(t, []string{`concurrent_apply|"app"`},
 		r.ctlRows(`SELECT kind || '|' || (lost -> 'target' -> 'phone_number')::text FROM tandem.sync_conflicts`))
+}
+
+// An initial sync begins after everything committed before it: the
+// changes waiting on its nodes are taken first (its cursors start past
+// them), however little each pull of a run takes.
+func TestResyncBeginsAfterEverythingCommittedBeforeIt(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, contactsYAML(""), twoNodes())
+	r.eng.PullBatch, r.eng.PullLimit = 1, 1
+	r.exec("crm", `INSERT INTO contacts (full_name, email, phone) SELECT 'P', 'p' || i || '@x.com', 'ph' FROM generate_series(1, 5) i`)
+	r.run("contacts")
+	r.idle("contacts")
+	r.exec("crm", `UPDATE contacts SET phone = 'before'`)
+	queued := -1
+	r.eng.Progress = func(engine.InitialProgress) {
+		if queued < 0 {
+			queued = r.nodeInt("crm", "SELECT count(*) FROM tandem.change_queue")
+		}
+	}
+	_, err := r.eng.Resync(context.Background(), "contacts")
+	require.NoError(t, err)
+	require.Zero(t, queued, "changes still in crm's queue when the initial sync began")
+	require.Equal(t, []string{"before", "before", "before", "before", "before"}, r.rows("hubspot", "SELECT phone_number FROM hs_contacts"))
 }
