@@ -57,14 +57,7 @@ func TestConvergenceUnderFireWithAWALNode(t *testing.T) {
 // left to a marker.
 func TestConvergenceUnderFireWithPerRowEchoes(t *testing.T) {
 	t.Parallel()
-	yaml := contactsYAML("    conflict: latest_wins\n    interval: 50ms\n") + `  - id: other
-    source: { node: hubspot, table: public.hs_contacts }
-    target: { node: gcontacts, table: public.gc_people }
-    fields:
-      - { source: email, target: mail }
-`
-	yaml = strings.Replace(yaml, `hubspot: { dsn: "${HUB}" }`, `hubspot: { dsn: "${HUB}" }
-  gcontacts: { dsn: "${GC}" }`, 1)
+	yaml := plusGcontacts(contactsYAML("    conflict: latest_wins\n    interval: 50ms\n"), "public.hs_contacts", "email")
 	convergenceUnderFire(t, newRig(t, yaml, map[string]string{"crm": crmDDL, "hubspot": hubspotDDL, "gcontacts": gcontactsDDL}))
 }
 

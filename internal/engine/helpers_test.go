@@ -249,3 +249,16 @@ func (r *rig) tableWrites(node, table string, atLeast int) int {
 	require.NoError(r.t, err)
 	return n
 }
+
+// plusGcontacts adds to yaml node gcontacts and sync "other", from table
+// on hubspot to gcontacts' gc_people, its column col mapped to mail.
+func plusGcontacts(yaml, table, col string) string {
+	yaml += fmt.Sprintf(`  - id: other
+    source: { node: hubspot, table: %s }
+    target: { node: gcontacts, table: public.gc_people }
+    fields:
+      - { source: %s, target: mail }
+`, table, col)
+	return strings.Replace(yaml, `hubspot: { dsn: "${HUB}" }`, `hubspot: { dsn: "${HUB}" }
+  gcontacts: { dsn: "${GC}" }`, 1)
+}

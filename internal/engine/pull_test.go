@@ -2,7 +2,6 @@ package engine_test
 
 import (
 	"context"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -33,15 +32,7 @@ func TestRunTakesEverythingInPullsOfARow(t *testing.T) {
 // 200 rows are written there: every pull stops part way.)
 func TestRunEndsWhileAnotherTableOnItsNodeKeepsBeingWritten(t *testing.T) {
 	t.Parallel()
-	yaml := contactsYAML("") + `  - id: other
-    source: { node: hubspot, table: public.hs_other }
-    target: { node: gcontacts, table: public.gc_people }
-    fields:
-      - { source: v, target: mail }
-`
-	yaml = strings.Replace(yaml, `hubspot: { dsn: "${HUB}" }`, `hubspot: { dsn: "${HUB}" }
-  gcontacts: { dsn: "${GC}" }`, 1)
-	r := newRig(t, yaml, map[string]string{"crm": crmDDL, "hubspot": hubspotDDL + `; CREATE TABLE hs_other (id bigserial PRIMARY KEY, v text)`,
+	r := newRig(t, plusGcontacts(contactsYAML(""), "public.hs_other", "v"), map[string]string{"crm": crmDDL, "hubspot": hubspotDDL + `; CREATE TABLE hs_other (id bigserial PRIMARY KEY, v text)`,
 		"gcontacts": gcontactsDDL})
 	r.eng.PullBatch, r.eng.PullLimit = 50, 50
 	r.idle("contacts")
