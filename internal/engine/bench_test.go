@@ -704,7 +704,9 @@ func benchSubscription(b *testing.B, mk load) {
 			require.NoError(b, err)
 			// DISABLE returns before the apply worker and its walsender
 			// stop: until they have, they could apply the changes below.
-			r.await(b, r.crm, "the walsender to stop", "SELECT NOT active FROM pg_replication_slots WHERE slot_name = $1", sub)
+			require.Eventually(b, func() bool {
+				return r.count(b, r.crm, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active", sub) == 0
+			}, time.Minute, 10*time.Millisecond, "the walsender never stopped")
 			mk(b, r, rows, tag)
 			r.settle(b)
 			_, err = copyDB.Exec(ctx, "VACUUM ANALYZE")
@@ -730,20 +732,6 @@ func benchSubscription(b *testing.B, mk load) {
 			b.Logf("round %d: %s; %.0f rows/s", round+1, c, rates[round])
 		}
 		b.ReportMetric(pgtest.Median(rates), "rows/s")
-	}
-}
-
-// await polls query (one boolean) on p until it is true.
-func (r *benchRig) await(b *testing.B, p *pgxpool.Pool, what, query string, args ...any) {
-	b.Helper()
-	for deadline := time.Now().Add(time.Minute); ; {
-		var done bool
-		require.NoError(b, p.QueryRow(context.Background(), query, args...).Scan(&done))
-		if done {
-			return
-		}
-		require.True(b, time.Now().Before(deadline), "timed out waiting for %s", what)
-		<-time.After(10 * time.Millisecond)
 	}
 }
 
