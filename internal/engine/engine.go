@@ -394,7 +394,8 @@ func (e *Engine) runLocked(ctx context.Context, s *config.Sync, trigger string, 
 		// taken (owed). A side whose look-ahead pulled (once the window's
 		// apply there was in, or at once when the window wrote nothing
 		// there, on a node of its own) is not pulled again for the next
-		// window: it reads what the look-ahead pulled.
+		// window: it reads what the look-ahead pulled (the look-ahead's read
+		// of it may still go on meanwhile).
 		if e.windowHook != nil {
 			e.windowHook()
 		}
@@ -402,7 +403,7 @@ func (e *Engine) runLocked(ctx context.Context, s *config.Sync, trigger string, 
 		if s.Source.Node != s.Target.Node {
 			for side, a := range looked {
 				if a != nil {
-					<-a.done
+					<-a.pullDone
 					if a.pulled {
 						skip[side] = true
 						pulls[side].saw(a.pull)

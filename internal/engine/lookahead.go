@@ -25,8 +25,9 @@ type lookAhead struct {
 	links         map[string]linkedKey // by key text of the side: the other side's key
 	asked         map[string]bool      // the key texts whose links were read
 	used          bool                 // a window took the rows
-	pulled        bool                 // it pulled the side's node
-	pull          capture.PullResult   // that pull
+	pull          capture.PullResult   // its pull of the side's node
+	pulled        bool                 // that pull succeeded
+	pullDone      chan struct{}        // closed once the pull has ended (pull, pulled set)
 	err           error
 	done          chan struct{}
 	cancel        context.CancelFunc
@@ -35,14 +36,16 @@ type lookAhead struct {
 // lookAhead starts reading side s's changes after from.
 func (r *syncRun) lookAhead(ctx context.Context, s *side, from int64) *lookAhead {
 	ctx, cancel := context.WithCancel(ctx)
-	a := &lookAhead{from: from, through: from, done: make(chan struct{}), cancel: cancel}
+	a := &lookAhead{from: from, through: from, pullDone: make(chan struct{}), done: make(chan struct{}), cancel: cancel}
 	sc := &side{Which: s.Which, Node: s.Node, Table: s.Table} // its own: the run goes on with s
 	go func() {
 		defer close(a.done)
-		if a.pull, a.err = r.e.pullUpTo(ctx, sc.Node, r.e.pullLimit(), r.cfg.ID); a.err != nil {
+		a.pull, a.err = r.e.pullUpTo(ctx, sc.Node, r.e.pullLimit(), r.cfg.ID)
+		a.pulled = a.err == nil
+		close(a.pullDone)
+		if a.err != nil {
 			return
 		}
-		a.pulled = true
 		if a.through, a.err = r.windowEnd(ctx, sc, from); a.err != nil {
 			return
 		}
