@@ -127,34 +127,30 @@ func (d *decoder) match(v *yaml.Node, path string, fields []Field, fieldsOK bool
 		d.probs.Add(v.Line, path, "lists no columns: list mapped columns that identify the same row on both sides, or leave match out")
 	}
 	if ok && fieldsOK {
-		mapped := mappedColumns(fields)
-		named := map[int]string{} // field line -> the match column that named it
+		named := map[int]string{} // field index -> the match column that named it
 		for _, c := range cols {
-			if !slices.Contains(mapped, c.s) {
+			i := fieldOf(fields, c.s)
+			if i < 0 {
 				d.probs.Add(c.line, path, "column %q is not mapped: match names a source or target column of this sync's fields (mapped: %s)",
-					c.s, strings.Join(mapped, ", "))
-			} else if f := fieldOf(fields, c.s); len(f.Source) != 1 || len(f.Target) != 1 {
+					c.s, strings.Join(mappedColumns(fields), ", "))
+			} else if f := fields[i]; len(f.Source) != 1 || len(f.Target) != 1 {
 				d.probs.Add(c.line, path, "column %q is in a field that maps %d column(s) to %d: match takes columns of one-to-one fields",
 					c.s, len(f.Source), len(f.Target))
-			} else if first, dup := named[f.Line]; dup {
+			} else if first, dup := named[i]; dup {
 				d.probs.Add(c.line, path, "column %q is the field %s -> %s again (named as %q): list each field once",
 					c.s, f.Source[0], f.Target[0], first)
 			} else {
-				named[f.Line] = c.s
+				named[i] = c.s
 			}
 		}
 	}
 	return names(cols)
 }
 
-// fieldOf returns the field that maps column c on either side.
-func fieldOf(fields []Field, c string) Field {
-	for _, f := range fields {
-		if slices.Contains(f.Source, c) || slices.Contains(f.Target, c) {
-			return f
-		}
-	}
-	return Field{}
+// fieldOf returns the index of the field that maps column c on either
+// side, or -1.
+func fieldOf(fields []Field, c string) int {
+	return slices.IndexFunc(fields, func(f Field) bool { return slices.Contains(f.Source, c) || slices.Contains(f.Target, c) })
 }
 
 // mappedColumns lists the source and target columns of fields, each once, in order.

@@ -413,3 +413,16 @@ func TestValidateAcceptsFlexibleForms(t *testing.T) {
 	require.Equal(t, CaptureWAL, cfg.Nodes["b"].Capture)
 	require.Equal(t, int64(2)<<30, cfg.Nodes["b"].MaxRetainedWAL)
 }
+
+// Two fields written on one line are two fields: match may name both.
+func TestValidateMatchOnFieldsOfOneLine(t *testing.T) {
+	t.Parallel()
+	cfg, err := Parse("tandem.yaml", []byte(header+`  - id: s1
+    source: { node: a, table: t1 }
+    target: { node: b, table: t2 }
+    match: [email, name]
+    fields: [{ source: email, target: e_mail }, { source: name, target: name }]
+`), nil)
+	require.NoError(t, err)
+	require.Equal(t, []string{"email", "name"}, cfg.Syncs[0].Match)
+}
