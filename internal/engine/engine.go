@@ -60,10 +60,15 @@ type Engine struct {
 	wakeOnce sync.Once
 	wake     chan string // wal nodes whose stream wrote changes
 
-	lookedAhead atomic.Int64 // windows that took rows a look-ahead read (tests)
-	readAhead   atomic.Int64 // look-aheads that read their links (tests)
-	recheckHook func()       // tests: called in each verify re-check round once the sync has caught up
-	windowHook  func()       // tests: called before each window's pull
+	test testHooks
+}
+
+// testHooks are what the tests count and hook into (export_test.go).
+type testHooks struct {
+	lookedAhead atomic.Int64 // windows that took rows a look-ahead read
+	readAhead   atomic.Int64 // look-aheads that read their links
+	recheck     func()       // called in each verify re-check round once the sync has caught up
+	window      func()       // called before each window's pull
 }
 
 // walWake delivers the name of a wal node whose stream wrote changes
@@ -396,8 +401,8 @@ func (e *Engine) runLocked(ctx context.Context, s *config.Sync, trigger string, 
 		// there, on a node of its own) is not pulled again for the next
 		// window: it reads what the look-ahead pulled (the look-ahead's read
 		// of it may still go on meanwhile).
-		if e.windowHook != nil {
-			e.windowHook()
+		if e.test.window != nil {
+			e.test.window()
 		}
 		var skip [2]bool
 		if s.Source.Node != s.Target.Node {

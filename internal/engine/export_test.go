@@ -1,14 +1,14 @@
 package engine
 
 // LookedAhead is how many windows have taken rows a look-ahead read.
-func (e *Engine) LookedAhead() int64 { return e.lookedAhead.Load() }
+func (e *Engine) LookedAhead() int64 { return e.test.lookedAhead.Load() }
 
 // ReadAhead is how many look-aheads have read their links.
-func (e *Engine) ReadAhead() int64 { return e.readAhead.Load() }
+func (e *Engine) ReadAhead() int64 { return e.test.readAhead.Load() }
 
 // OnRecheck sets f to be called in each verify re-check round, once the
 // sync has caught up and before the suspects are compared again.
-func (e *Engine) OnRecheck(f func()) { e.recheckHook = f }
+func (e *Engine) OnRecheck(f func()) { e.test.recheck = f }
 
 // OnWindow sets f to be called before each window's pull.
-func (e *Engine) OnWindow(f func()) { e.windowHook = f }
+func (e *Engine) OnWindow(f func()) { e.test.window = f }

@@ -62,7 +62,7 @@ func (r *syncRun) lookAhead(ctx context.Context, s *side, from int64) *lookAhead
 		}
 		links, err := r.loadLinks(ctx, keys)
 		if a.links, a.err = links[sc.Which], err; err == nil {
-			r.e.readAhead.Add(1)
+			r.e.test.readAhead.Add(1)
 		}
 	}()
 	return a
@@ -98,7 +98,7 @@ func (r *syncRun) windowChanges(ctx context.Context, s *side, from, through int6
 	if a == nil || a.err != nil || a.from != from || a.through > through {
 		return r.loadChanges(ctx, s, from, through)
 	}
-	r.e.lookedAhead.Add(1)
+	r.e.test.lookedAhead.Add(1)
 	a.used = true
 	rows := a.rows
 	if a.through < through {

@@ -54,8 +54,8 @@ func (v *verifier) recheckRound(ctx context.Context, suspects pairs) (drift, cha
 		return nil, nil, err
 	}
 	defer release()
-	if e.recheckHook != nil {
-		e.recheckHook()
+	if e.test.recheck != nil {
+		e.test.recheck()
 	}
 	ps, err := v.relink(ctx, suspects)
 	if err != nil {
