@@ -50,14 +50,15 @@ const lockTimeout = "2s"
 
 // apply writes one side's share of a run in one transaction that also
 // records the run in the node's tandem.applied. A lock or serialization
-// failure is retried with jittered backoff.
-func (r *syncRun) apply(ctx context.Context, s *side, w window, writes []*write) (*applyResult, error) {
+// failure is retried with jittered backoff. known, when set, hears the
+// result before the transaction commits (see applyBulk).
+func (r *syncRun) apply(ctx context.Context, s *side, w window, writes []*write, known func(*applyResult)) (*applyResult, error) {
 	if len(writes) == 0 {
 		return &applyResult{}, nil
 	}
 	backoff := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		res, err := r.applyOnce(ctx, s, w, writes)
+		res, err := r.applyOnce(ctx, s, w, writes, known)
 		if err == nil || !retryable(err) || attempt == 8 {
 			if err != nil {
 				err = fmt.Errorf("node %s: applying to %s: %w", s.Node, s.Table, err)
@@ -74,7 +75,7 @@ func (r *syncRun) apply(ctx context.Context, s *side, w window, writes []*write)
 	}
 }
 
-func (r *syncRun) applyOnce(ctx context.Context, s *side, w window, writes []*write) (*applyResult, error) {
+func (r *syncRun) applyOnce(ctx context.Context, s *side, w window, writes []*write, known func(*applyResult)) (*applyResult, error) {
 	tx, err := s.Pool.Begin(ctx)
 	if err != nil {
 		return nil, err
@@ -125,7 +126,7 @@ func (r *syncRun) applyOnce(ctx context.Context, s *side, w window, writes []*wr
 	if _, err := tx.Exec(ctx, "SAVEPOINT tandem_bulk"); err != nil {
 		return nil, err
 	}
-	res, err := s.applyBulk(ctx, tx, writes)
+	res, err := s.applyBulk(ctx, tx, writes, known)
 	if err != nil && isRowError(err) {
 		// One row is bad: apply row by row so the rest goes in.
 		if _, rerr := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT tandem_bulk"); rerr != nil {
@@ -177,8 +178,19 @@ func byKind(writes []*write, kind string) []rowWrite {
 }
 
 // applyBulk writes deletes and updates as one statement each and inserts
-// as one pipelined batch.
-func (s *side) applyBulk(ctx context.Context, tx pgx.Tx, writes []*write) (*applyResult, error) {
+// as one pipelined batch. known, when set, hears the result once only the
+// end of the transaction is left, or earlier, once only an insert that
+// cannot change it is (see insertBulk): what it hears is the result if
+// every statement left succeeds, not a promise (it may hear again).
+func (s *side) applyBulk(ctx context.Context, tx pgx.Tx, writes []*write, known func(*applyResult)) (*applyResult, error) {
+	res, err := s.applyWrites(ctx, tx, writes, known)
+	if err == nil && known != nil {
+		known(res)
+	}
+	return res, err
+}
+
+func (s *side) applyWrites(ctx context.Context, tx pgx.Tx, writes []*write, known func(*applyResult)) (*applyResult, error) {
 	res := &applyResult{}
 	if dels := byKind(writes, "delete"); len(dels) > 0 {
 		rows, err := tx.Query(ctx, s.deleteSQL(), encodeJSON(dels))
@@ -246,7 +258,7 @@ func (s *side) applyBulk(ctx context.Context, tx pgx.Tx, writes []*write) (*appl
 		return res, nil
 	}
 	if len(ins) > 1 {
-		bulk, err := s.insertBulk(ctx, tx, ins, res)
+		bulk, err := s.insertBulk(ctx, tx, ins, res, known)
 		if err != nil || bulk {
 			return res, err
 		}
@@ -279,6 +291,14 @@ func (res *applyResult) created(ref string, key []byte) error {
 	return nil
 }
 
+// clone returns a copy of res that shares nothing it could change.
+func (res *applyResult) clone() *applyResult {
+	c := *res
+	c.Created, c.Failed, c.Missing = slices.Clone(res.Created), slices.Clone(res.Failed), slices.Clone(res.Missing)
+	c.Done, c.wrote = slices.Clone(res.Done), slices.Clone(res.wrote)
+	return &c
+}
+
 // grow makes room for n more created rows.
 func (res *applyResult) grow(n int) {
 	res.Created = slices.Grow(res.Created, n)
@@ -302,7 +322,7 @@ func (s *side) applyEach(ctx context.Context, tx pgx.Tx, writes []*write) (*appl
 		if _, err := tx.Exec(ctx, "SAVEPOINT tandem_row"); err != nil {
 			return nil, err
 		}
-		one, err := s.applyBulk(ctx, tx, []*write{w})
+		one, err := s.applyBulk(ctx, tx, []*write{w}, nil)
 		if err != nil {
 			if !isRowError(err) {
 				return nil, err

@@ -15,8 +15,10 @@ import (
 // (one trigger call, one round trip), when the new rows' keys are known
 // before the insert: each key column is either written, or drawn from its
 // sequence (serial, identity) here first. Otherwise it reports false and
-// leaves the rows to the row-by-row batch.
-func (s *side) insertBulk(ctx context.Context, tx pgx.Tx, ins []*write, res *applyResult) (bool, error) {
+// leaves the rows to the row-by-row batch. When the keys are drawn here,
+// known (if set) hears the result with the rows created before the insert
+// runs: the insert either creates them all under those keys or fails.
+func (s *side) insertBulk(ctx context.Context, tx pgx.Tx, ins []*write, res *applyResult, known func(*applyResult)) (bool, error) {
 	cols := slices.Sorted(maps.Keys(ins[0].Vals))
 	for _, w := range ins[1:] {
 		if len(w.Vals) != len(cols) || !hasAll(w.Vals, cols) {
@@ -70,13 +72,21 @@ func (s *side) insertBulk(ctx context.Context, tx pgx.Tx, ins []*write, res *app
 		s.ident, strings.Join(quotedAll(all), ", "), strings.Join(columnRefs("r", all), ", "))
 	if len(drawn) == len(s.Key) {
 		// Every key column drawn here, as integers: the new keys are known.
+		created := func(res *applyResult) {
+			res.grow(len(ins))
+			for i, w := range ins {
+				res.createdKey(w.Ref, canon[i])
+			}
+		}
+		if known != nil {
+			pre := res.clone()
+			created(pre)
+			known(pre)
+		}
 		if _, err := tx.Exec(ctx, sql, encodeJSON(rows)); err != nil {
 			return false, err
 		}
-		res.grow(len(ins))
-		for i, w := range ins {
-			res.createdKey(w.Ref, canon[i])
-		}
+		created(res)
 		return true, nil
 	}
 	want := make(map[string]string, len(ins)) // canonical key -> ref

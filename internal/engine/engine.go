@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -644,13 +645,48 @@ func (r *syncRun) execute(ctx context.Context, w window, res Result) (Result, er
 			lookAhead(s)
 		}
 	}
+	// The last apply's result is known before it commits: the window's
+	// record is written meanwhile, and commits once that apply has (see
+	// earlyRecord). Not when the record would add conflicts for rows an
+	// update missed: the plan is then the record's to change.
+	last := mapping.Target
+	if len(p.writes[mapping.Source]) > 0 {
+		last = mapping.Source
+	}
 	var results [2]*applyResult
+	var early *earlyRecord
+	known := func(ar *applyResult) {
+		if early != nil || len(ar.Missing) > 0 || len(ar.Failed) > 0 {
+			return
+		}
+		rs := results
+		rs[last] = ar
+		for s := range rs {
+			if rs[s] == nil {
+				rs[s] = &applyResult{} // a side with nothing to write
+			}
+			if len(rs[s].Missing) > 0 {
+				return
+			}
+		}
+		early = r.recordEarly(ctx, w, p, rs, res)
+	}
 	for _, s := range []mapping.Side{mapping.Target, mapping.Source} {
-		if results[s], err = r.apply(ctx, r.sides()[s], w, p.writes[s]); err != nil {
+		var heard func(*applyResult)
+		if s == last {
+			heard = known
+		}
+		if results[s], err = r.apply(ctx, r.sides()[s], w, p.writes[s], heard); err != nil {
+			early.settle(false)
 			return res, err
 		}
 		if len(p.writes[s]) > 0 {
 			lookAhead(r.sides()[s])
+		}
+	}
+	if early != nil {
+		if out, ok := early.settle(reflect.DeepEqual(results, early.results)); ok {
+			return out, nil
 		}
 	}
 	return r.finish(ctx, w, p, ents, results, res)

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -16,6 +17,12 @@ import (
 // errors, the advanced cursors, and the run row. Until it commits, the
 // window stays pending and a restart redoes it.
 func (r *syncRun) finish(ctx context.Context, w window, p *plan, ents []*entity, results [2]*applyResult, res Result) (Result, error) {
+	return r.record(ctx, w, p, results, res, nil)
+}
+
+// record is finish; gate, when set, is called last in the transaction,
+// which commits only if it returns nil.
+func (r *syncRun) record(ctx context.Context, w window, p *plan, results [2]*applyResult, res Result, gate func() error) (Result, error) {
 	links, unlinks, done := r.outcomes(p, results)
 	r.relinked = relinked(links, unlinks)
 	for s, ar := range results {
@@ -61,14 +68,19 @@ func (r *syncRun) finish(ctx context.Context, w window, p *plan, ents []*entity,
 		}
 		if res.Synced()+res.Conflicts+res.Errors == 0 {
 			// Only echoes or no-ops: an idle check, not a run.
-			_, err := tx.Exec(ctx, `DELETE FROM tandem.sync_runs WHERE id = $1`, w.RunID)
-			return err
-		}
-		_, err := tx.Exec(ctx, `UPDATE tandem.sync_runs SET status = 'succeeded', synced = $2, created = $3, updated = $4,
+			if _, err := tx.Exec(ctx, `DELETE FROM tandem.sync_runs WHERE id = $1`, w.RunID); err != nil {
+				return err
+			}
+		} else if _, err := tx.Exec(ctx, `UPDATE tandem.sync_runs SET status = 'succeeded', synced = $2, created = $3, updated = $4,
 			deleted = $5, conflicts = $6, errors = $7, completed_at = clock_timestamp(), error = NULL,
 			duration_ms = (extract(epoch FROM clock_timestamp() - started_at) * 1000)::int
-			WHERE id = $1`, w.RunID, res.Synced(), res.Created, res.Updated, res.Deleted, res.Conflicts, res.Errors)
-		return err
+			WHERE id = $1`, w.RunID, res.Synced(), res.Created, res.Updated, res.Deleted, res.Conflicts, res.Errors); err != nil {
+			return err
+		}
+		if gate != nil {
+			return gate()
+		}
+		return nil
 	})
 	if err != nil {
 		return res, fmt.Errorf("control: recording run: %w", err)
@@ -77,6 +89,51 @@ func (r *syncRun) finish(ctx context.Context, w window, p *plan, ents []*entity,
 		res.Idle = true
 	}
 	return res, nil
+}
+
+// earlyRecord is a window's record written while its last apply commits:
+// from the result the apply reported before its commit (applyBulk's
+// known), in a control transaction that commits only once the node's has,
+// with that same result. Otherwise it rolls back and the window is
+// recorded after the apply, as ever: control never holds a record of
+// writes a node has not committed.
+type earlyRecord struct {
+	results [2]*applyResult
+	applied chan bool // the verdict: the apply committed with results
+	done    chan struct{}
+	res     Result
+	err     error
+}
+
+// errNotApplied rolls back an early record whose apply did not commit
+// what it was written from.
+var errNotApplied = errors.New("the apply did not commit the result the record was written from")
+
+// recordEarly starts recording the window from results.
+func (r *syncRun) recordEarly(ctx context.Context, w window, p *plan, results [2]*applyResult, res Result) *earlyRecord {
+	e := &earlyRecord{results: results, applied: make(chan bool, 1), done: make(chan struct{})}
+	go func() {
+		defer close(e.done)
+		e.res, e.err = r.record(ctx, w, p, results, res, func() error {
+			if <-e.applied {
+				return nil
+			}
+			return errNotApplied
+		})
+	}()
+	return e
+}
+
+// settle gives the record its verdict (whether the apply committed with
+// the results it was written from) and waits for it to end; ok reports
+// that it committed.
+func (e *earlyRecord) settle(applied bool) (res Result, ok bool) {
+	if e == nil {
+		return res, false
+	}
+	e.applied <- applied
+	<-e.done
+	return e.res, applied && e.err == nil
 }
 
 // outcomes turns apply results into link changes and the refs that
