@@ -51,7 +51,8 @@ const lockTimeout = "2s"
 // apply writes one side's share of a run in one transaction that also
 // records the run in the node's tandem.applied. A lock or serialization
 // failure is retried with jittered backoff. known, when set, hears the
-// result before the transaction commits (see applyBulk).
+// result before the transaction commits (see applyBulk), and nil when an
+// attempt that reported one fails.
 func (r *syncRun) apply(ctx context.Context, s *side, w window, writes []*write, known func(*applyResult)) (*applyResult, error) {
 	if len(writes) == 0 {
 		return &applyResult{}, nil
@@ -59,6 +60,9 @@ func (r *syncRun) apply(ctx context.Context, s *side, w window, writes []*write,
 	backoff := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		res, err := r.applyOnce(ctx, s, w, writes, known)
+		if err != nil && known != nil {
+			known(nil)
+		}
 		if err == nil || !retryable(err) || attempt == 8 {
 			if err != nil {
 				err = fmt.Errorf("node %s: applying to %s: %w", s.Node, s.Table, err)
@@ -129,6 +133,9 @@ func (r *syncRun) applyOnce(ctx context.Context, s *side, w window, writes []*wr
 	res, err := s.applyBulk(ctx, tx, writes, known)
 	if err != nil && isRowError(err) {
 		// One row is bad: apply row by row so the rest goes in.
+		if known != nil {
+			known(nil) // what it heard was for the bulk statements
+		}
 		if _, rerr := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT tandem_bulk"); rerr != nil {
 			return nil, rerr
 		}

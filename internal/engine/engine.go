@@ -66,10 +66,11 @@ type Engine struct {
 
 // testHooks are what the tests count and hook into (export_test.go).
 type testHooks struct {
-	lookedAhead atomic.Int64 // windows that took rows a look-ahead read
-	readAhead   atomic.Int64 // look-aheads that read their links
-	recheck     func()       // called in each verify re-check round once the sync has caught up
-	window      func()       // called before each window's pull
+	lookedAhead  atomic.Int64 // windows that took rows a look-ahead read
+	earlyRecords atomic.Int64 // records committed while their apply committed (earlyRecord)
+	readAhead    atomic.Int64 // look-aheads that read their links
+	recheck      func()       // called in each verify re-check round once the sync has caught up
+	window       func()       // called before each window's pull
 }
 
 // walWake delivers the name of a wal node whose stream wrote changes
@@ -656,6 +657,11 @@ func (r *syncRun) execute(ctx context.Context, w window, res Result) (Result, er
 	var results [2]*applyResult
 	var early *earlyRecord
 	known := func(ar *applyResult) {
+		if ar == nil { // the attempt failed: its record lets go of control
+			early.settle(false)
+			early = nil
+			return
+		}
 		if early != nil || len(ar.Missing) > 0 || len(ar.Failed) > 0 {
 			return
 		}
@@ -685,8 +691,9 @@ func (r *syncRun) execute(ctx context.Context, w window, res Result) (Result, er
 		}
 	}
 	if early != nil {
-		if out, ok := early.settle(reflect.DeepEqual(results, early.results)); ok {
-			return out, nil
+		out, ok, err := early.settle(reflect.DeepEqual(results, early.results))
+		if ok || err != nil {
+			return out, err
 		}
 	}
 	return r.finish(ctx, w, p, ents, results, res)

@@ -3,6 +3,10 @@ package engine
 // LookedAhead is how many windows have taken rows a look-ahead read.
 func (e *Engine) LookedAhead() int64 { return e.test.lookedAhead.Load() }
 
+// EarlyRecords is how many windows were recorded while their last apply
+// committed (see earlyRecord).
+func (e *Engine) EarlyRecords() int64 { return e.test.earlyRecords.Load() }
+
 // ReadAhead is how many look-aheads have read their links.
 func (e *Engine) ReadAhead() int64 { return e.test.readAhead.Load() }
 

@@ -100,7 +100,9 @@ func (r *syncRun) record(ctx context.Context, w window, p *plan, results [2]*app
 type earlyRecord struct {
 	results [2]*applyResult
 	applied chan bool // the verdict: the apply committed with results
+	passed  bool      // the verdict was yes: the transaction went on to commit
 	done    chan struct{}
+	cancel  context.CancelFunc
 	res     Result
 	err     error
 }
@@ -111,29 +113,42 @@ var errNotApplied = errors.New("the apply did not commit the result the record w
 
 // recordEarly starts recording the window from results.
 func (r *syncRun) recordEarly(ctx context.Context, w window, p *plan, results [2]*applyResult, res Result) *earlyRecord {
-	e := &earlyRecord{results: results, applied: make(chan bool, 1), done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(ctx)
+	e := &earlyRecord{results: results, applied: make(chan bool, 1), done: make(chan struct{}), cancel: cancel}
 	go func() {
 		defer close(e.done)
 		e.res, e.err = r.record(ctx, w, p, results, res, func() error {
-			if <-e.applied {
+			if e.passed = <-e.applied; e.passed {
 				return nil
 			}
 			return errNotApplied
 		})
+		if e.err == nil {
+			r.e.test.earlyRecords.Add(1)
+		}
 	}()
 	return e
 }
 
 // settle gives the record its verdict (whether the apply committed with
-// the results it was written from) and waits for it to end; ok reports
-// that it committed.
-func (e *earlyRecord) settle(applied bool) (res Result, ok bool) {
+// the results it was written from) and waits for it to end: ok when it
+// committed. A no cuts its statements short. err is set when the verdict
+// was yes and the commit failed: it may have committed or not, so the
+// window is not recorded again (the next run redoes it if it is pending).
+func (e *earlyRecord) settle(applied bool) (res Result, ok bool, err error) {
 	if e == nil {
-		return res, false
+		return res, false, nil
 	}
 	e.applied <- applied
+	if !applied {
+		e.cancel()
+	}
 	<-e.done
-	return e.res, applied && e.err == nil
+	e.cancel()
+	if e.passed && e.err != nil {
+		return e.res, false, e.err
+	}
+	return e.res, applied && e.err == nil, nil
 }
 
 // outcomes turns apply results into link changes and the refs that
