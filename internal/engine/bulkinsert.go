@@ -55,18 +55,44 @@ func (s *side) insertBulk(ctx context.Context, tx pgx.Tx, ins []*write, res *app
 		}
 	}
 	all := slices.Concat(cols, drawn)
-	rows := make([]Values, len(ins))
+	// The rows as a JSON array of objects, each with the columns of all in
+	// that order: written here, with no map per row and no sorting.
+	names := make([][]byte, len(all))
+	for j, c := range all {
+		names[j] = append(appendJSONString(nil, c), ':')
+	}
 	canon := make([]string, len(ins))
+	key := make(Values, len(s.Key))
+	rows := append(make([]byte, 0, 64*len(ins)), '[')
 	for i, w := range ins {
-		row := w.Vals
-		if len(drawn) > 0 {
-			row = maps.Clone(w.Vals) // the write keeps its own values
-			for j, k := range drawn {
-				row[k] = keys[j][i]
+		if i > 0 {
+			rows = append(rows, ',')
+		}
+		rows = append(rows, '{')
+		for j, c := range all {
+			if j > 0 {
+				rows = append(rows, ',')
+			}
+			v := any(nil)
+			if j < len(cols) {
+				v = w.Vals[c]
+			} else {
+				v = keys[j-len(cols)][i]
+			}
+			rows = appendJSON(append(rows, names[j]...), v)
+		}
+		rows = append(rows, '}')
+		for _, k := range s.Key {
+			if v, ok := w.Vals[k]; ok {
+				key[k] = v
 			}
 		}
-		rows[i], canon[i] = row, s.keyText(row)
+		for j, k := range drawn {
+			key[k] = keys[j][i]
+		}
+		canon[i] = s.keyText(key)
 	}
+	rows = append(rows, ']')
 	sql := fmt.Sprintf(`INSERT INTO %[1]s AS t (%[2]s) OVERRIDING SYSTEM VALUE
 		SELECT %[3]s FROM jsonb_populate_recordset(NULL::%[1]s, $1::jsonb) r`,
 		s.ident, strings.Join(quotedAll(all), ", "), strings.Join(columnRefs("r", all), ", "))
@@ -83,7 +109,7 @@ func (s *side) insertBulk(ctx context.Context, tx pgx.Tx, ins []*write, res *app
 			created(pre)
 			known(pre)
 		}
-		if _, err := tx.Exec(ctx, sql, encodeJSON(rows)); err != nil {
+		if _, err := tx.Exec(ctx, sql, rows); err != nil {
 			return false, err
 		}
 		created(res)
@@ -100,7 +126,7 @@ func (s *side) insertBulk(ctx context.Context, tx pgx.Tx, ins []*write, res *app
 	b := &pgx.Batch{}
 	b.Queue("SAVEPOINT tandem_insert")
 	var created [][]byte
-	b.Queue(sql+" RETURNING "+s.keyObject("t"), encodeJSON(rows)).Query(func(rows pgx.Rows) error {
+	b.Queue(sql+" RETURNING "+s.keyObject("t"), rows).Query(func(rows pgx.Rows) error {
 		var err error
 		created, err = pgx.CollectRows(rows, pgx.RowTo[[]byte])
 		return err
