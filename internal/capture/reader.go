@@ -33,13 +33,19 @@ type Reader struct {
 	// BatchSize bounds the rows per control transaction (DefaultBatchSize if 0).
 	BatchSize int
 	// MaxQueueRows and MaxQueueAge are the node's queue_limit: past either,
-	// every pull logs an error (zero: no limit).
+	// a pull logs an error, at most once a minute while it stays past
+	// (zero: no limit).
 	MaxQueueRows int64
 	MaxQueueAge  time.Duration
 	Logger       *slog.Logger
 
-	registered bool // consumer and cursor rows exist
+	registered bool      // consumer and cursor rows exist
+	overLogged time.Time // when an over-limit error was last logged
 }
+
+// overLimitEvery is how often a queue that stays over its limit is
+// logged again.
+const overLimitEvery = time.Minute
 
 // PullResult says what one [Reader.Pull] did.
 type PullResult struct {
@@ -102,7 +108,18 @@ func (r *Reader) PullUpTo(ctx context.Context, max int64, origin string) (PullRe
 	}
 }
 
+// pull moves what it may (pullWindows), then checks the queue's limits:
+// also after a pull that stopped part way, as in a backlog, when a limit
+// matters most.
 func (r *Reader) pull(ctx context.Context, max int64, origin string) (PullResult, error) {
+	res, err := r.pullWindows(ctx, max, origin)
+	if err != nil {
+		return res, err
+	}
+	return res, r.checkLimits(ctx)
+}
+
+func (r *Reader) pullWindows(ctx context.Context, max int64, origin string) (PullResult, error) {
 	res := PullResult{}
 	lim := limit{max: max, origin: origin}
 	// Arm NOTIFY before reading: a change committed after this point
@@ -132,7 +149,7 @@ func (r *Reader) pull(ctx context.Context, max int64, origin string) (PullResult
 			return res, err
 		}
 	}
-	return res, r.checkLimits(ctx)
+	return res, nil
 }
 
 // limit is where a PullUpTo may stop: once max rows have moved (0: never),
@@ -202,19 +219,24 @@ func (r *Reader) takeWindow(ctx context.Context, cur cursor, res *PullResult, li
 	return nil
 }
 
-// checkLimits logs an error for every queue limit the node exceeds. The
-// queue grows when a consumer stops reading (this one was cut off, or
-// another registered consumer is gone); capture itself never stops.
+// checkLimits logs an error for every queue limit the node exceeds (at
+// most once every overLimitEvery). The queue grows when a consumer stops
+// reading (this one was cut off, or another registered consumer is gone);
+// capture itself never stops.
 func (r *Reader) checkLimits(ctx context.Context) error {
-	if r.MaxQueueRows <= 0 && r.MaxQueueAge <= 0 {
+	if r.MaxQueueRows <= 0 && r.MaxQueueAge <= 0 || time.Since(r.overLogged) < overLimitEvery {
 		return nil
 	}
 	s, err := ReadQueueStats(ctx, r.NodeDB)
 	if err != nil {
 		return r.wrap("checking queue limits", err)
 	}
-	for _, msg := range s.OverLimit(r.MaxQueueRows, r.MaxQueueAge) {
+	msgs := s.OverLimit(r.MaxQueueRows, r.MaxQueueAge)
+	for _, msg := range msgs {
 		r.logger().Error(msg, "node", r.Node, "consumers", s.Consumers)
+	}
+	if len(msgs) > 0 {
+		r.overLogged = time.Now()
 	}
 	return nil
 }
