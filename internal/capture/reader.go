@@ -87,7 +87,7 @@ func (r *Reader) Pull(ctx context.Context) (PullResult, error) {
 // row whose origin is origin (a sync's own write) not yet taken, committed
 // or not, in the open window or after it: a change the queue holds before
 // one of the sync's own writes is never in change_log without it. A pull
-// that stopped reports Cut; it has not checked the queue limits.
+// that stopped reports Cut.
 func (r *Reader) PullUpTo(ctx context.Context, max int64, origin string) (PullResult, error) {
 	var res PullResult
 	if !r.registered {
@@ -113,10 +113,10 @@ func (r *Reader) PullUpTo(ctx context.Context, max int64, origin string) (PullRe
 // matters most.
 func (r *Reader) pull(ctx context.Context, max int64, origin string) (PullResult, error) {
 	res, err := r.pullWindows(ctx, max, origin)
-	if err != nil {
-		return res, err
+	if err == nil {
+		r.checkLimits(ctx)
 	}
-	return res, r.checkLimits(ctx)
+	return res, err
 }
 
 func (r *Reader) pullWindows(ctx context.Context, max int64, origin string) (PullResult, error) {
@@ -222,14 +222,16 @@ func (r *Reader) takeWindow(ctx context.Context, cur cursor, res *PullResult, li
 // checkLimits logs an error for every queue limit the node exceeds (at
 // most once every overLimitEvery). The queue grows when a consumer stops
 // reading (this one was cut off, or another registered consumer is gone);
-// capture itself never stops.
-func (r *Reader) checkLimits(ctx context.Context) error {
+// capture itself never stops, nor does a pull whose check fails (it has
+// moved its rows: a warning says the check failed).
+func (r *Reader) checkLimits(ctx context.Context) {
 	if r.MaxQueueRows <= 0 && r.MaxQueueAge <= 0 || time.Since(r.overLogged) < overLimitEvery {
-		return nil
+		return
 	}
 	s, err := ReadQueueStats(ctx, r.NodeDB)
 	if err != nil {
-		return r.wrap("checking queue limits", err)
+		r.logger().Warn("checking queue limits failed", "node", r.Node, "err", err)
+		return
 	}
 	msgs := s.OverLimit(r.MaxQueueRows, r.MaxQueueAge)
 	for _, msg := range msgs {
@@ -238,7 +240,6 @@ func (r *Reader) checkLimits(ctx context.Context) error {
 	if len(msgs) > 0 {
 		r.overLogged = time.Now()
 	}
-	return nil
 }
 
 func (r *Reader) logger() *slog.Logger {
