@@ -626,7 +626,7 @@ func (r *syncRun) execute(ctx context.Context, w window, res Result) (Result, er
 		}
 		s.marked = has && !s.shared
 	}
-	p, ents, err := r.resolveWindow(ctx, w)
+	p, err := r.resolveWindow(ctx, w)
 	if err != nil {
 		return res, err
 	}
@@ -696,5 +696,5 @@ func (r *syncRun) execute(ctx context.Context, w window, res Result) (Result, er
 			return out, err
 		}
 	}
-	return r.finish(ctx, w, p, ents, results, res)
+	return r.finish(ctx, w, p, results, res)
 }

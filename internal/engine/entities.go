@@ -8,7 +8,7 @@ import (
 )
 
 // resolveWindow loads both sides' windows and decides what to write.
-func (r *syncRun) resolveWindow(ctx context.Context, w window) (*plan, []*entity, error) {
+func (r *syncRun) resolveWindow(ctx context.Context, w window) (*plan, error) {
 	if w.Seed != nil && w.Seed.Repair != nil {
 		return r.resolveRepair(ctx, *w.Seed.Repair)
 	}
@@ -24,10 +24,10 @@ func (r *syncRun) resolveWindow(ctx context.Context, w window) (*plan, []*entity
 		}
 		changes, err := r.windowChanges(ctx, s, bounds[i][0], bounds[i][1])
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		if changes, err = r.filterSeen(ctx, s, w.Band[i], changes); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		for _, c := range changes {
 			if c.Op == opTruncate && c.Origin != r.cfg.ID {
@@ -39,20 +39,20 @@ func (r *syncRun) resolveWindow(ctx context.Context, w window) (*plan, []*entity
 	}
 	ents, err := r.entities(ctx, nets)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if err := r.readRows(ctx, ents); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if err := r.match(ctx, &ents, p); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	v := &resolver{run: r, m: r.m, plan: p}
 	v.decide(ents)
 	if err := r.retryErrors(ctx, p); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return p, ents, nil
+	return p, nil
 }
 
 // entities pairs both sides' net changes through tandem.links and marks

@@ -16,7 +16,7 @@ import (
 // finish records a run in one control transaction: links, conflicts and
 // errors, the advanced cursors, and the run row. Until it commits, the
 // window stays pending and a restart redoes it.
-func (r *syncRun) finish(ctx context.Context, w window, p *plan, ents []*entity, results [2]*applyResult, res Result) (Result, error) {
+func (r *syncRun) finish(ctx context.Context, w window, p *plan, results [2]*applyResult, res Result) (Result, error) {
 	return r.record(ctx, w, p, results, res, nil)
 }
 

@@ -318,7 +318,7 @@ func decodeBounds(b []byte) (initialBounds, error) {
 func (r *syncRun) seedRows() int { return max(r.e.windowSize()/2, 1) }
 
 // resolveSeed pairs and decides one chunk of the initial sync.
-func (r *syncRun) resolveSeed(ctx context.Context, sd *seed) (*plan, []*entity, error) {
+func (r *syncRun) resolveSeed(ctx context.Context, sd *seed) (*plan, error) {
 	p := &plan{}
 	from, to := sd.Phase, sd.Phase.Other()
 	fs, ts := r.sides()[from], r.sides()[to]
@@ -326,7 +326,7 @@ func (r *syncRun) resolveSeed(ctx context.Context, sd *seed) (*plan, []*entity, 
 	if rows == nil {
 		var err error
 		if rows, snap, err = fs.rowsIn(ctx, sd.After, sd.Upto); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
 	p.seen[from] = snap
@@ -346,7 +346,7 @@ func (r *syncRun) resolveSeed(ctx context.Context, sd *seed) (*plan, []*entity, 
 	}
 	links, err := r.loadLinks(ctx, keys)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	var linked []Values
 	for _, e := range ents {
@@ -378,7 +378,7 @@ func (r *syncRun) resolveSeed(ctx context.Context, sd *seed) (*plan, []*entity, 
 		return r.pairSeed(ctx, tx, p, from, unpaired)
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	ents = slices.DeleteFunc(ents, func(e *entity) bool { return e.net[0] == nil && e.net[1] == nil })
 	return r.decideExisting(ctx, p, ents)
@@ -387,18 +387,18 @@ func (r *syncRun) resolveSeed(ctx context.Context, sd *seed) (*plan, []*entity, 
 // decideExisting resolves entities made of existing rows (an initial sync's
 // chunk, a repair): held ones wait in their conflict, latest_wins reads
 // when each row last changed, and the rest is decided as in any run.
-func (r *syncRun) decideExisting(ctx context.Context, p *plan, ents []*entity) (*plan, []*entity, error) {
+func (r *syncRun) decideExisting(ctx context.Context, p *plan, ents []*entity) (*plan, error) {
 	if err := r.markHeld(ctx, ents); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if r.strategy() == config.ConflictLatestWins {
 		if err := r.seedTimes(ctx, ents); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
 	v := &resolver{run: r, m: r.m, plan: p}
 	v.decide(ents)
-	return p, ents, nil
+	return p, nil
 }
 
 // partnersOf gives the chunk's linked entities their partner rows, and

@@ -84,7 +84,7 @@ func decodeRepair(b []byte) (*[2][]Values, error) {
 
 // resolveRepair decides a repair: the current rows of the keys and of
 // their linked partners, resolved as if each had changed on its side.
-func (r *syncRun) resolveRepair(ctx context.Context, keys [2][]Values) (*plan, []*entity, error) {
+func (r *syncRun) resolveRepair(ctx context.Context, keys [2][]Values) (*plan, error) {
 	p := &plan{}
 	var texts [2][]string
 	for s := range keys {
@@ -94,7 +94,7 @@ func (r *syncRun) resolveRepair(ctx context.Context, keys [2][]Values) (*plan, [
 	}
 	links, err := r.loadLinks(ctx, texts)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	var ents []*entity
 	seen := [2]map[string]bool{{}, {}}
@@ -124,7 +124,7 @@ func (r *syncRun) resolveRepair(ctx context.Context, keys [2][]Values) (*plan, [
 			}
 		}
 		if rows[s], err = sd.fetchRows(ctx, sd.Pool, want); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
 	var unpaired [2][]*entity
@@ -155,7 +155,7 @@ func (r *syncRun) resolveRepair(ctx context.Context, keys [2][]Values) (*plan, [
 	}
 	for s := range unpaired {
 		if err := r.pairSeed(ctx, r.sides()[mapping.Side(s).Other()].Pool, p, mapping.Side(s), unpaired[s]); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
 	return r.decideExisting(ctx, p, ents)
