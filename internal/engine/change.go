@@ -77,8 +77,8 @@ type lostWrite struct {
 // entity, in order of first appearance. Changes with origin self are the
 // sync's own applies coming back.
 func collapse(side mapping.Side, changes []change, self string) []*netChange {
-	byKey := map[string]*netChange{}
-	var order []*netChange
+	byKey := make(map[string]*netChange, len(changes))
+	order := make([]*netChange, 0, len(changes))
 	for i := range changes {
 		c := &changes[i]
 		if c.Op == opTruncate {

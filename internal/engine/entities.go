@@ -58,10 +58,11 @@ func (r *syncRun) resolveWindow(ctx context.Context, w window) (*plan, error) {
 // entities pairs both sides' net changes through tandem.links and marks
 // the entities an open manual conflict holds.
 func (r *syncRun) entities(ctx context.Context, nets [2][]*netChange) ([]*entity, error) {
-	var ents []*entity
-	bySide := [2]map[string]*entity{{}, {}}
+	ents := make([]*entity, 0, len(nets[0])+len(nets[1]))
+	bySide := [2]map[string]*entity{make(map[string]*entity, len(nets[0])), make(map[string]*entity, len(nets[1]))}
 	keys := [2][]string{}
 	for s := range nets {
+		keys[s] = make([]string, 0, len(nets[s]))
 		for _, n := range nets[s] {
 			keys[s] = append(keys[s], n.Key)
 		}

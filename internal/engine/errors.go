@@ -94,7 +94,10 @@ func writeFromJSON(v Values) write {
 func (r *syncRun) errorRows(p *plan, results [2]*applyResult) []*errorRow {
 	out := append([]*errorRow(nil), p.errors...)
 	for s, ar := range results {
-		byRef := map[string]*write{}
+		if len(ar.Failed) == 0 {
+			continue
+		}
+		byRef := make(map[string]*write, len(p.writes[s]))
 		for _, w := range p.writes[s] {
 			byRef[w.Ref] = w
 		}

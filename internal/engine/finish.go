@@ -154,11 +154,12 @@ func (e *earlyRecord) settle(applied bool) (res Result, ok bool, err error) {
 // outcomes turns apply results into link changes and the refs that
 // applied. Links are canonical key texts: [source, target].
 func (r *syncRun) outcomes(p *plan, results [2]*applyResult) (links, unlinks [][2]string, done map[string]bool) {
-	n := len(p.links)
+	n, refs := len(p.links), 0
 	for _, r := range results {
 		n += len(r.Created)
+		refs += len(r.Done)
 	}
-	done = make(map[string]bool, n)
+	done = make(map[string]bool, refs+n)
 	unlinks = append(unlinks, p.unlinks...)
 	taken := [2]map[string]bool{make(map[string]bool, n), make(map[string]bool, n)}
 	links = make([][2]string, 0, n)
