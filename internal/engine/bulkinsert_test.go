@@ -14,18 +14,8 @@ import (
 // by one twice), and each link pairs the right rows.
 func TestBulkInsertWithAKeyColumnWrittenAndOneDrawn(t *testing.T) {
 	t.Parallel()
-	yaml := `control: ${CTL}
-nodes:
-  crm: { dsn: "${CRM}" }
-  hubspot: { dsn: "${HUB}" }
-syncs:
-  - id: contacts
-    source: { node: crm, table: public.contacts }
-    target: { node: hubspot, table: public.hs_tenant, key: [tenant, id] }
-    fields:
-      - { source: notes, target: tenant }
-      - { source: email, target: email }
-`
+	yaml := strings.Replace(contactsYAMLWith("", "      - { source: notes, target: tenant }\n      - { source: email, target: email }\n"),
+		"public.hs_contacts }", "public.hs_tenant, key: [tenant, id] }", 1)
 	r := newRig(t, yaml, map[string]string{"crm": crmDDL, "hubspot": `CREATE TABLE hs_tenant (
 		tenant text NOT NULL, id bigserial, email text, PRIMARY KEY (tenant, id))`})
 	r.run("contacts") // the initial sync of empty tables
