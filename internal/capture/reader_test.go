@@ -1,13 +1,10 @@
 package capture_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -165,26 +162,6 @@ func TestPullUpToStopsAtItsLimitButNotShortOfTheSyncsOwnRows(t *testing.T) {
 	_, names = logged(t, ctl)
 	require.Equal(t, []string{"c1", "c2", "c3", "c4", "c5", "other1", "own1"}, names[12:])
 	require.Zero(t, queueLen(t, node))
-}
-
-// A queue over its node's queue_limit is logged by a pull that stops part
-// way too (a backlog is when a limit matters), and not again at once.
-func TestPullLogsAQueueOverItsLimitOnceAMinute(t *testing.T) {
-	t.Parallel()
-	node, ctl := newNode(t), newControl(t)
-	r := newReader(t, node, ctl)
-	var log bytes.Buffer
-	r.BatchSize, r.MaxQueueRows, r.Logger = 3, 5, slog.New(slog.NewTextHandler(&log, nil))
-	ctx := context.Background()
-	node.Exec(t, "INSERT INTO contacts (name) SELECT 'n' || i FROM generate_series(1, 20) i")
-
-	for range 2 { // the queue stays over its limit: nothing is pruned until a window is done
-		res, err := r.PullUpTo(ctx, 3, "")
-		require.NoError(t, err)
-		require.True(t, res.Cut)
-		require.Equal(t, 1, strings.Count(log.String(), "over the limit of 5"), log.String())
-	}
-	require.Contains(t, log.String(), "node=crm")
 }
 
 // Property: with many writers committing in random order and transactions

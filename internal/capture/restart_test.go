@@ -2,6 +2,7 @@ package capture_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -49,9 +50,9 @@ func TestReaderSurvivesNodeRestart(t *testing.T) {
 	require.Zero(t, queueLen(t, node))
 }
 
-// The reader checks the node's queue against its configured limits on every
-// pull and logs an error when it is over, so an operator sees it in the
-// daemon's log as well as in `tandem status`.
+// The reader checks the node's queue against its configured limits after
+// every pull and logs an error when it is over, so an operator sees it in
+// the daemon's log as well as in `tandem status`.
 func TestReaderWarnsWhenQueueIsOverLimit(t *testing.T) {
 	t.Parallel()
 	node, ctl := newNode(t), newControl(t)
@@ -78,4 +79,23 @@ func TestReaderWarnsWhenQueueIsOverLimit(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 6, stats.Rows)
 	require.Equal(t, 2, stats.Consumers)
+}
+
+// A pull that stops part way checks the limits too (a backlog is when they
+// matter), and a queue that stays over is not logged again at once.
+func TestPullLogsAQueueOverItsLimitOnceAMinute(t *testing.T) {
+	t.Parallel()
+	node, ctl := newNode(t), newControl(t)
+	r := newReader(t, node, ctl)
+	var logs pgtest.LogBuffer
+	r.BatchSize, r.MaxQueueRows, r.Logger = 3, 5, logs.Logger()
+	node.Exec(t, "INSERT INTO contacts (name) SELECT 'n' || i FROM generate_series(1, 20) i")
+
+	for range 2 { // the queue stays over its limit: nothing is pruned until a window is done
+		res, err := r.PullUpTo(context.Background(), 3, "")
+		require.NoError(t, err)
+		require.True(t, res.Cut)
+		require.Equal(t, 1, strings.Count(logs.String(), "over the limit of 5"), logs.String())
+	}
+	require.Contains(t, logs.String(), "node=crm")
 }
