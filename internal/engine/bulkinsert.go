@@ -73,7 +73,7 @@ func (s *side) insertBulk(ctx context.Context, tx pgx.Tx, ins []*write, res *app
 			if j > 0 {
 				rows = append(rows, ',')
 			}
-			v := any(nil)
+			var v any
 			if j < len(cols) {
 				v = w.Vals[c]
 			} else {

@@ -648,8 +648,9 @@ func (r *syncRun) execute(ctx context.Context, w window, res Result) (Result, er
 	}
 	// The last apply's result is known before it commits: the window's
 	// record is written meanwhile, and commits once that apply has (see
-	// earlyRecord). Not when the record would add conflicts for rows an
-	// update missed: the plan is then the record's to change.
+	// earlyRecord). Not when an update of either side missed its row: the
+	// record then adds conflicts to the plan (missingConflicts). (Rows
+	// rejected one by one report no result: see applyOnce.)
 	last := mapping.Target
 	if len(p.writes[mapping.Source]) > 0 {
 		last = mapping.Source
@@ -662,7 +663,7 @@ func (r *syncRun) execute(ctx context.Context, w window, res Result) (Result, er
 			early = nil
 			return
 		}
-		if early != nil || len(ar.Missing) > 0 || len(ar.Failed) > 0 {
+		if early != nil {
 			return
 		}
 		rs := results
@@ -696,5 +697,5 @@ func (r *syncRun) execute(ctx context.Context, w window, res Result) (Result, er
 			return out, err
 		}
 	}
-	return r.finish(ctx, w, p, results, res)
+	return r.finish(ctx, w, p, results, res, nil)
 }

@@ -15,14 +15,9 @@ import (
 
 // finish records a run in one control transaction: links, conflicts and
 // errors, the advanced cursors, and the run row. Until it commits, the
-// window stays pending and a restart redoes it.
-func (r *syncRun) finish(ctx context.Context, w window, p *plan, results [2]*applyResult, res Result) (Result, error) {
-	return r.record(ctx, w, p, results, res, nil)
-}
-
-// record is finish; gate, when set, is called last in the transaction,
-// which commits only if it returns nil.
-func (r *syncRun) record(ctx context.Context, w window, p *plan, results [2]*applyResult, res Result, gate func() error) (Result, error) {
+// window stays pending and a restart redoes it. gate, when set, is called
+// last in the transaction, which commits only if it returns nil.
+func (r *syncRun) finish(ctx context.Context, w window, p *plan, results [2]*applyResult, res Result, gate func() error) (Result, error) {
 	links, unlinks, done := r.outcomes(p, results)
 	r.relinked = relinked(links, unlinks)
 	for s, ar := range results {
@@ -117,7 +112,7 @@ func (r *syncRun) recordEarly(ctx context.Context, w window, p *plan, results [2
 	e := &earlyRecord{results: results, applied: make(chan bool, 1), done: make(chan struct{}), cancel: cancel}
 	go func() {
 		defer close(e.done)
-		e.res, e.err = r.record(ctx, w, p, results, res, func() error {
+		e.res, e.err = r.finish(ctx, w, p, results, res, func() error {
 			if e.passed = <-e.applied; e.passed {
 				return nil
 			}
