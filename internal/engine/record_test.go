@@ -147,3 +147,39 @@ func TestRecordOfAnInsertThatWentOtherwise(t *testing.T) {
 	r.linksMatchRows()
 	require.Equal(t, 299+101, r.ctlInt(`SELECT count(*) FROM tandem.links`))
 }
+
+// A record whose own COMMIT fails after its apply committed may have
+// committed or not (a connection lost on the way): the run fails, and the
+// window is not recorded a second time; the next run redoes it from the
+// node's tandem.applied, and the conflict the window settled is recorded
+// once.
+func TestRecordWhoseCommitFailsIsNotWrittenAgain(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, contactsYAML("    conflict: source_wins\n"), twoNodes())
+	r.exec("crm", `INSERT INTO contacts (full_name, email, phone) VALUES ('Ann Lee', 'ann@x.com', '1')`)
+	r.run("contacts")
+	r.ctl.Exec(t, `CREATE SEQUENCE refused;
+		CREATE FUNCTION refuse_once() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.status = 'succeeded' AND nextval('refused') = 1 THEN
+				RAISE EXCEPTION 'record refused once';
+			END IF;
+			RETURN NULL;
+		END $$;
+		CREATE CONSTRAINT TRIGGER refuse_once AFTER UPDATE ON tandem.sync_runs
+			DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_once()`)
+	r.exec("crm", `UPDATE contacts SET phone = 'crm'`)
+	r.exec("hubspot", `UPDATE hs_contacts SET phone_number = 'hub'`)
+
+	early := r.eng.EarlyRecords()
+	_, err := r.eng.RunSync(context.Background(), "contacts", "manual")
+	require.ErrorContains(t, err, "record refused once")
+	require.Equal(t, early, r.eng.EarlyRecords())
+	require.Equal(t, []string{"crm"}, r.rows("hubspot", `SELECT phone_number FROM hs_contacts`), "the apply committed")
+	require.Zero(t, r.ctlInt(`SELECT count(*) FROM tandem.sync_conflicts`))
+
+	r.run("contacts")
+	r.idle("contacts")
+	require.Equal(t, 1, r.ctlInt(`SELECT count(*) FROM tandem.sync_conflicts`))
+	require.Equal(t, []string{"crm"}, r.rows("hubspot", `SELECT phone_number FROM hs_contacts`))
+}
