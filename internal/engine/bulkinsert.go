@@ -104,15 +104,20 @@ func (s *side) insertBulk(ctx context.Context, tx pgx.Tx, ins []*write, res *app
 				res.createdKey(w.Ref, canon[i])
 			}
 		}
+		var pre *applyResult
 		if known != nil {
-			pre := res.clone()
+			pre = res.clone()
 			created(pre)
 			known(pre)
 		}
 		if _, err := tx.Exec(ctx, sql, rows); err != nil {
 			return false, err
 		}
-		created(res)
+		if pre != nil {
+			*res = *pre // what known heard, now so: not built twice (nor compared item by item)
+		} else {
+			created(res)
+		}
 		return true, nil
 	}
 	want := make(map[string]string, len(ins)) // canonical key -> ref
