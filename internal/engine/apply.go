@@ -215,11 +215,7 @@ func (s *side) applyWrites(ctx context.Context, tx pgx.Tx, writes []*write, know
 		}
 	}
 	if ups := byKind(writes, "update"); len(ups) > 0 {
-		rows, err := tx.Query(ctx, s.updateSQL(), encodeJSON(ups))
-		if err != nil {
-			return nil, err
-		}
-		refs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		refs, err := s.update(ctx, tx, ups)
 		if err != nil {
 			return nil, err
 		}
@@ -392,16 +388,99 @@ func (s *side) deleteSQL() string {
 		WHERE %[2]s RETURNING a.ref`, s.ident, s.keyJoin("t", "k"))
 }
 
-// updateSQL sets the mapped columns from each row's values over the row as
-// it is (jsonb_populate_record(t, vals)); a row that would not change is
-// not written, so no dead tuple, no trigger call, no echo.
-func (s *side) updateSQL() string {
-	cols, rcols := quotedAll(s.Cols), columnRefs("r", s.Cols)
-	return fmt.Sprintf(`UPDATE %[1]s t SET (%[2]s) = (SELECT %[3]s FROM jsonb_populate_record(t, a.vals) r)
-		FROM jsonb_to_recordset($1::jsonb) a(ref text, key jsonb, vals jsonb)
-		CROSS JOIN LATERAL jsonb_populate_record(NULL::%[1]s, a.key) k
-		WHERE %[4]s AND t IS DISTINCT FROM jsonb_populate_record(t, a.vals)
-		RETURNING a.ref`, s.ident, strings.Join(cols, ", "), strings.Join(rcols, ", "), s.keyJoin("t", "k"))
+// update sets each row's values over the row as it is and returns the
+// refs of the rows it wrote; a row that would not change is not written
+// (no dead tuple, no trigger call, no echo). An UPDATE's SET list is fixed,
+// so rows go in one statement per set of columns they write, pipelined in
+// one round trip.
+func (s *side) update(ctx context.Context, tx pgx.Tx, ups []rowWrite) ([]string, error) {
+	type group struct {
+		cols []string
+		rows []rowWrite
+	}
+	var groups []*group
+	byCols := make(map[string]*group, 1)
+	set := make([]byte, len(s.Cols)) // '1' where the row writes s.Cols[i]
+	for _, u := range ups {
+		for i, c := range s.Cols {
+			_, ok := u.Vals[c]
+			set[i] = '0'
+			if ok {
+				set[i] = '1'
+			}
+		}
+		g := byCols[string(set)]
+		if g == nil {
+			g = &group{}
+			for i, c := range s.Cols {
+				if set[i] == '1' {
+					g.cols = append(g.cols, c)
+				}
+			}
+			byCols[string(set)] = g
+			if len(g.cols) > 0 { // writing nothing, a row is left as it is
+				groups = append(groups, g)
+			}
+		}
+		g.rows = append(g.rows, u)
+	}
+	if len(groups) == 0 {
+		return nil, nil
+	}
+	b := &pgx.Batch{}
+	for _, g := range groups {
+		keys, vals := make([]byte, 0, 16*len(g.rows)), make([]byte, 0, 64*len(g.rows))
+		keys, vals = append(keys, '['), append(vals, '[')
+		for i, u := range g.rows {
+			if i > 0 {
+				keys, vals = append(keys, ','), append(vals, ',')
+			}
+			keys = appendJSON(keys, u.Key)
+			vals = append(vals, '{')
+			for j, c := range g.cols {
+				if j > 0 {
+					vals = append(vals, ',')
+				}
+				vals = appendJSON(append(appendJSONString(vals, c), ':'), u.Vals[c])
+			}
+			vals = append(vals, '}')
+		}
+		b.Queue(s.updateSQL(g.cols), append(keys, ']'), append(vals, ']'), len(g.rows))
+	}
+	br := tx.SendBatch(ctx, b)
+	var refs []string
+	for _, g := range groups {
+		rows, err := br.Query()
+		if err != nil {
+			br.Close()
+			return nil, err
+		}
+		ns, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			br.Close()
+			return nil, err
+		}
+		for _, n := range ns {
+			refs = append(refs, g.rows[n-1].Ref)
+		}
+	}
+	return refs, br.Close()
+}
+
+// updateSQL updates cols of the rows whose keys are in the jsonb array $1
+// from the values at the same positions of the array $2 ($3 long), and
+// returns the positions (from 1) of the rows it wrote. Each array becomes
+// typed rows in one jsonb_populate_recordset call (a call per row costs
+// the node twice as much); the select list runs its set-returning functions
+// in lockstep, which pairs a key, its values and its position.
+func (s *side) updateSQL(cols []string) string {
+	return fmt.Sprintf(`UPDATE %[1]s t SET (%[2]s) = ROW(%[3]s)
+		FROM (SELECT jsonb_populate_recordset(NULL::%[1]s, $1::jsonb) AS k,
+			jsonb_populate_recordset(NULL::%[1]s, $2::jsonb) AS v,
+			generate_series(1, $3::int) AS n) x
+		WHERE %[4]s AND ROW(%[5]s) IS DISTINCT FROM ROW(%[3]s)
+		RETURNING x.n`, s.ident, strings.Join(quotedAll(cols), ", "), strings.Join(columnRefs("(x.v)", cols), ", "),
+		s.keyJoin("t", "(x.k)"), strings.Join(columnRefs("t", cols), ", "))
 }
 
 // missing returns the refs of updates whose row does not exist.

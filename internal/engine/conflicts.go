@@ -554,7 +554,7 @@ func (s *side) settle(ctx context.Context, tx pgx.Tx, syncID string, key, update
 		return decodeJSON(b)
 	}
 	ups := []rowWrite{{Ref: ref, Key: key, Vals: update}}
-	if _, err := tx.Exec(ctx, s.updateSQL(), encodeJSON(ups)); err != nil {
+	if written, err := s.update(ctx, tx, ups); err != nil || len(written) > 0 {
 		return nil, err
 	}
 	missing, err := s.missing(ctx, tx, ups)

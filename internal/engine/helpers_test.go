@@ -221,12 +221,13 @@ func (r *rig) nodeInt(node, query string, args ...any) int {
 // tableWrites returns n_tup_ins + n_tup_upd + n_tup_del of a table on a
 // node once the statistics system holds at least atLeast of them. Backends
 // flush their statistics at most once a second, or when they exit: the
-// node's pool is reset so every backend that wrote exits and flushes, and
-// the count is read until it shows them.
+// node's pools (the test's and the engine's) are reset so every backend
+// that wrote exits and flushes, and the count is read until it shows them.
 func (r *rig) tableWrites(node, table string, atLeast int) int {
 	r.t.Helper()
 	pool := r.nodes[node].Pool
 	pool.Reset()
+	r.eng.Nodes[node].Reset()
 	read := func() (int, error) {
 		conn, err := pool.Acquire(context.Background())
 		if err != nil {
