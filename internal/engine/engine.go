@@ -279,6 +279,7 @@ type syncRun struct {
 	src, tgt *side
 	m        *mapping.Mapping
 	mayHold  bool // the sync had open conflicts when the run began
+	retrying bool // the sync had failed writes to retry when the run began
 	seeding  bool // the run is a chunk of the initial sync
 	// initialDone: planning found the initial sync's last chunk done.
 	initialDone bool
@@ -399,8 +400,9 @@ func (e *Engine) runLocked(ctx context.Context, s *config.Sync, trigger string, 
 		// writes, so a backlog's first window need not wait for the rest;
 		// the run goes on until everything committed before it began is
 		// taken (owed). A side whose look-ahead pulled (once the window's
-		// apply there was in, or at once when the window wrote nothing
-		// there, on a node of its own) is not pulled again for the next
+		// apply there was in, or when the window wrote nothing there, on a
+		// node of its own; not one that pulled before the window's apply
+		// there) is not pulled again for the next
 		// window: it reads what the look-ahead pulled (the look-ahead's read
 		// of it may still go on meanwhile).
 		if e.test.window != nil {
@@ -411,7 +413,7 @@ func (e *Engine) runLocked(ctx context.Context, s *config.Sync, trigger string, 
 			for side, a := range looked {
 				if a != nil {
 					<-a.pullDone
-					if a.pulled {
+					if a.pulled && !a.beforeApply {
 						skip[side] = true
 						pulls[side].saw(a.pull)
 					}
@@ -579,7 +581,7 @@ func (r *syncRun) run(ctx context.Context, trigger string) (res Result, more boo
 	res.Idle = true
 	start := time.Now()
 	retry, held, err := r.openWork(ctx)
-	r.mayHold = held
+	r.mayHold, r.retrying = held, retry
 	if err != nil {
 		return res, false, err
 	}
@@ -626,13 +628,11 @@ func (r *syncRun) execute(ctx context.Context, w window, res Result) (Result, er
 		}
 		s.marked = has && !s.shared
 	}
-	p, err := r.resolveWindow(ctx, w)
-	if err != nil {
-		return res, err
-	}
 	// When a backlog follows, the next window's changes are read while this
-	// one applies and records: at once on a side it writes nothing to, on a
-	// side it writes once that apply is in (its marker comes next).
+	// one resolves, applies and records: at once on a side it will most
+	// likely not write (see unwritten), else on a side it writes nothing to
+	// once it is resolved, on a side it writes once that apply is in (its
+	// marker comes next).
 	lookAhead := func(s *side) {
 		// (Not on a side whose changes a one-way sync ignores, nor once a
 		// stop is asked for: no window follows.)
@@ -642,8 +642,20 @@ func (r *syncRun) execute(ctx context.Context, w window, res Result) (Result, er
 		}
 	}
 	for _, s := range r.sides() {
-		if len(p.writes[s.Which]) == 0 {
+		if r.unwritten(w, s.Which) {
 			lookAhead(s)
+		}
+	}
+	p, err := r.resolveWindow(ctx, w)
+	if err != nil {
+		return res, err
+	}
+	for _, s := range r.sides() {
+		switch a := r.looking[s.Which]; {
+		case len(p.writes[s.Which]) == 0 && a == nil:
+			lookAhead(s)
+		case len(p.writes[s.Which]) > 0 && a != nil:
+			a.beforeApply = true // written after all: its pull misses the apply's marker
 		}
 	}
 	// The last apply's result is known before it commits: the window's
@@ -687,7 +699,7 @@ func (r *syncRun) execute(ctx context.Context, w window, res Result) (Result, er
 			early.settle(false)
 			return res, err
 		}
-		if len(p.writes[s]) > 0 {
+		if len(p.writes[s]) > 0 && r.looking[s] == nil {
 			lookAhead(r.sides()[s])
 		}
 	}

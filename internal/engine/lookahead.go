@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/tandem-sync/tandem/internal/capture"
+	"github.com/tandem-sync/tandem/internal/mapping"
 )
 
 // lookAhead reads the changes of one side's next window while the window
@@ -28,6 +29,7 @@ type lookAhead struct {
 	pull          capture.PullResult   // its pull of the side's node
 	pulled        bool                 // that pull succeeded
 	pullDone      chan struct{}        // closed once the pull has ended (pull, pulled set)
+	beforeApply   bool                 // started before an apply to the side: the next window pulls it again
 	err           error
 	done          chan struct{}
 	cancel        context.CancelFunc
@@ -66,6 +68,29 @@ func (r *syncRun) lookAhead(ctx context.Context, s *side, from int64) *lookAhead
 		}
 	}()
 	return a
+}
+
+// unwritten reports whether the window will most likely write nothing to
+// side s: the other side's window holds nothing but the sync's own markers
+// (as its look-ahead read it), and no failed write waits for a retry. A
+// look-ahead of s may then start before the window resolves. Should the
+// window write s after all (match pairs a row s created with one the other
+// side had), the look-ahead's rows still stand, and the next window pulls
+// s again for the apply's marker.
+func (r *syncRun) unwritten(w window, s mapping.Side) bool {
+	if r.retrying {
+		return false
+	}
+	from, through := w.bounds(s.Other())
+	if from == through {
+		return true
+	}
+	a := r.looked[s.Other()]
+	if a == nil {
+		return false
+	}
+	<-a.done
+	return a.err == nil && a.from == from && a.through == through && len(a.rows.changes) == 0
 }
 
 // wait lets a read still under way end.

@@ -44,3 +44,30 @@ func TestReadAheadOfARowTheWindowBeforeCreated(t *testing.T) {
 	require.Equal(t, 2, r.ctlInt(`SELECT count(*) FROM tandem.links`))
 	require.Zero(t, r.ctlInt(`SELECT count(*) FROM tandem.sync_errors`))
 }
+
+// A side's next window is read ahead as soon as a window starts when the
+// other side's window holds nothing that could write it; here the window
+// writes it after all (match pairs crm's Ann with hubspot's, and target_wins
+// takes hubspot's phone to crm). An application's update of Ann, taken by
+// that early read, came before the apply that overwrote it: the next window
+// must still hold the apply's marker after it (crm is pulled again), so the
+// update is a conflict the apply won, not a change sent to hubspot.
+func TestReadAheadOfASideTheWindowWritesAfterAll(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, contactsYAML("    match: [email]\n    conflict: target_wins\n"), twoNodes())
+	r.eng.Window, r.eng.PullBatch = 2, 2
+	r.idle("contacts") // the initial sync, of nothing
+	r.behindTandem("hubspot", `INSERT INTO hs_contacts (firstname, lastname, email, phone_number) VALUES ('Ann', 'Lee', 'ann@x.com', 'hub')`)
+	r.exec("crm", `INSERT INTO contacts (full_name, email, phone) VALUES ('Ann Lee', 'ann@x.com', '1')`)
+	r.exec("crm", `INSERT INTO contacts (full_name, email, phone) VALUES ('Bob Ray', 'bob@x.com', '2')`)
+	r.exec("crm", `UPDATE contacts SET phone = 'app' WHERE email = 'ann@x.com'`)
+
+	r.run("contacts")
+	r.idle("contacts")
+	require.Positive(t, r.eng.LookedAhead(), "nothing was read ahead")
+	require.Equal(t, []string{"ann@x.com|hub", "bob@x.com|2"}, r.rows("crm", `SELECT email, phone FROM contacts ORDER BY email`))
+	require.Equal(t, []string{"ann@x.com|hub", "bob@x.com|2"}, r.rows("hubspot", `SELECT email, phone_number FROM hs_contacts ORDER BY email`))
+	require.Equal(t, []string{`concurrent_apply|"app"|"hub"`},
+		r.ctlRows(`SELECT kind || '|' || (lost -> 'source' -> 'phone')::text || '|' || (kept -> 'source' -> 'phone')::text
+			FROM tandem.sync_conflicts WHERE kind = 'concurrent_apply'`))
+}
