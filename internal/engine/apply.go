@@ -469,16 +469,20 @@ func (s *side) update(ctx context.Context, tx pgx.Tx, ups []rowWrite) ([]string,
 
 // updateSQL updates cols of the rows whose keys are in the jsonb array $1
 // from the values at the same positions of the array $2 ($3 long), and
-// returns the positions (from 1) of the rows it wrote. Each array becomes
-// typed rows in one jsonb_populate_recordset call (a call per row costs
-// the node twice as much); the select list runs its set-returning functions
-// in lockstep, which pairs a key, its values and its position.
+// returns the positions (from 1) of the rows it wrote. Rows compare as
+// records (record_ne), as whole rows did before: by each type's btree
+// equality, NULL equal to NULL, and an error for a type without one (the
+// = of box compares areas: a moved box would be taken for unchanged).
+// Each array becomes typed rows in one jsonb_populate_recordset call (a
+// call per row costs the node twice as much); the select list runs its
+// set-returning functions in lockstep, which pairs a key, its values and
+// its position.
 func (s *side) updateSQL(cols []string) string {
 	return fmt.Sprintf(`UPDATE %[1]s t SET (%[2]s) = ROW(%[3]s)
 		FROM (SELECT jsonb_populate_recordset(NULL::%[1]s, $1::jsonb) AS k,
 			jsonb_populate_recordset(NULL::%[1]s, $2::jsonb) AS v,
 			generate_series(1, $3::int) AS n) x
-		WHERE %[4]s AND ROW(%[5]s) IS DISTINCT FROM ROW(%[3]s)
+		WHERE %[4]s AND record_ne(ROW(%[5]s), ROW(%[3]s))
 		RETURNING x.n`, s.ident, strings.Join(quotedAll(cols), ", "), strings.Join(columnRefs("(x.v)", cols), ", "),
 		s.keyJoin("t", "(x.k)"), strings.Join(columnRefs("t", cols), ", "))
 }

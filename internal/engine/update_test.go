@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"context"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -52,4 +53,22 @@ func TestUpdatesWritingDifferentColumns(t *testing.T) {
 	require.Contains(t, want, `p12@x.com|ph12|2024-05-01 22:00:00|12.25|{t12,NULL,it's}|{"m": "12\"q"}|w12`)
 	require.Contains(t, want, `p22@x.com|ph22|2024-05-03 08:00:01.5|66.75|{a22,b}|{"n": 22, "list": [22, "x"]}|<nil>`)
 	r.idle("contacts")
+}
+
+// A column whose type has no btree equality (box: its = compares areas)
+// cannot be compared: a moved box of the same area is not taken for
+// unchanged (and left behind); the run fails, naming the type.
+func TestUpdateOfATypeWithoutEqualityIsAnError(t *testing.T) {
+	t.Parallel()
+	fields := contactsFields + "      - { source: area, target: area }\n"
+	r := newRig(t, contactsYAMLWith("", fields), map[string]string{
+		"crm":     `CREATE TABLE contacts (id bigserial PRIMARY KEY, full_name text, email text UNIQUE, phone text, area box)`,
+		"hubspot": `CREATE TABLE hs_contacts (id bigserial PRIMARY KEY, firstname text, lastname text, email text UNIQUE, phone_number text, area box)`,
+	})
+	r.exec("crm", `INSERT INTO contacts (full_name, email, area) VALUES ('Ann Lee', 'ann@x.com', '((0,0),(1,1))')`)
+	require.Equal(t, 1, r.run("contacts").Created)
+	r.exec("crm", `UPDATE contacts SET area = '((5,5),(6,6))'`)
+	_, err := r.runCtx(context.Background(), "contacts")
+	require.ErrorContains(t, err, "node hubspot: applying to public.hs_contacts: ERROR: could not identify an equality operator for type box")
+	require.Equal(t, []string{"(1,1),(0,0)"}, r.rows("hubspot", `SELECT area::text FROM hs_contacts`))
 }
