@@ -413,9 +413,9 @@ func (e *Engine) runLocked(ctx context.Context, s *config.Sync, trigger string, 
 			for side, a := range looked {
 				if a != nil {
 					<-a.pullDone
-					if a.pulled && !a.beforeApply {
-						skip[side] = true
+					if a.pulled {
 						pulls[side].saw(a.pull)
+						skip[side] = !a.beforeApply
 					}
 				}
 			}
