@@ -435,7 +435,11 @@ func (s *side) update(ctx context.Context, tx pgx.Tx, ups []rowWrite) ([]string,
 			if i > 0 {
 				keys, vals = append(keys, ','), append(vals, ',')
 			}
-			keys = appendJSON(keys, u.Key)
+			if u.Key == nil {
+				keys = append(keys, "{}"...) // matches no row (null would fail the statement)
+			} else {
+				keys = appendJSON(keys, u.Key)
+			}
 			vals = append(vals, '{')
 			for j, c := range g.cols {
 				if j > 0 {
