@@ -3,6 +3,7 @@ package main_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -131,6 +132,20 @@ func TestKill9AtRandomPoints(t *testing.T) { kill9AtRandomPoints(t, newSetup(t))
 // repeats nothing.
 func TestKill9AtRandomPointsWithAWALNode(t *testing.T) {
 	kill9AtRandomPoints(t, newSetupWith(t, "wal"))
+}
+
+// The same in windows of 16 changes: pulls stop part way, and windows are
+// read ahead (on crm often before they resolve) while the one before
+// applies, so kills land in those too. (A window still stretches to the
+// sync's last apply on its side: after the initial sync's hand-over pulls
+// the writers' backlog, the next windows hold hundreds of changes.)
+func TestKill9AtRandomPointsInSmallWindows(t *testing.T) {
+	s := newSetup(t)
+	f, err := os.OpenFile(s.cfg, os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString("window: 16\n")
+	require.NoError(t, errors.Join(err, f.Close()))
+	kill9AtRandomPoints(t, s)
 }
 
 func kill9AtRandomPoints(t *testing.T, s setup) {

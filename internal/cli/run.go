@@ -115,7 +115,8 @@ func openEngine(ctx context.Context, cfg *config.Config, log *slog.Logger) (*eng
 		pools = append(pools, p)
 		nodes[name] = p
 	}
-	e := &engine.Engine{Config: cfg, Control: ctl, Nodes: nodes, Logger: log}
+	// A pull's control transaction moves at most a window of queue rows.
+	e := &engine.Engine{Config: cfg, Control: ctl, Nodes: nodes, Logger: log, Window: cfg.Window, PullBatch: cfg.Window}
 	return e, func() { e.Close(); closeAll() }, nil
 }
 

@@ -61,7 +61,21 @@ type Config struct {
 	// stays in tandem.change_log once every sync reading its table has
 	// dealt with it. Changes a sync has not dealt with are always kept.
 	ChangeLogRetention time.Duration
+	// Window (yaml key window, MinWindow to MaxWindow; 0 when not set: the
+	// engine's DefaultWindow) bounds the changes per side one run takes; an
+	// initial sync's run reads half as many rows of a side.
+	Window int
 }
+
+// DefaultWindow is the engine's window when the file sets none.
+const DefaultWindow = 20000
+
+// The bounds of window: a run takes at least two changes per side, and its
+// memory grows with the window.
+const (
+	MinWindow = 2
+	MaxWindow = 1000000
+)
 
 // Node is one database that takes part in syncs.
 type Node struct {

@@ -109,6 +109,17 @@ func TestParseChangeLogRetention(t *testing.T) {
 	}
 }
 
+func TestParseWindow(t *testing.T) {
+	t.Parallel()
+	for yaml, want := range map[string]int{"500": 500, "1_000_000": MaxWindow, "2": MinWindow, "~": 0} {
+		cfg, err := Parse("tandem.yaml", []byte("control: x\nnodes: { a: { dsn: x } }\nwindow: "+yaml+"\n"), nil)
+		require.NoError(t, err)
+		require.Equal(t, want, cfg.Window, "window: %s", yaml)
+	}
+	_, err := Parse("tandem.yaml", []byte("control: x\nnodes: { a: { dsn: x } }\nwindow: 1000001\n"), nil)
+	require.ErrorContains(t, err, "window: 1000001 is out of range")
+}
+
 // TestLoadBad checks that one file with many mistakes reports every one of them, each at
 // its line, and nothing else.
 func TestLoadBad(t *testing.T) {

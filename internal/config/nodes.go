@@ -1,12 +1,15 @@
 package config
 
 import (
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
 )
 
-func topKeys() []string      { return []string{"control", "nodes", "syncs", "change_log_retention"} }
+func topKeys() []string {
+	return []string{"control", "nodes", "syncs", "change_log_retention", "window"}
+}
 func nodeKeys() []string     { return []string{"dsn", "capture", "queue_limit", "max_retained_wal"} }
 func queueKeys() []string    { return []string{"rows", "age"} }
 func captureModes() []string { return []string{CaptureTrigger, CaptureWAL} }
@@ -23,6 +26,28 @@ func (d *decoder) config(root *yaml.Node) {
 	d.nodes(obj["nodes"], root.Line)
 	d.syncs(obj["syncs"])
 	d.retention(obj["change_log_retention"].val)
+	d.window(obj["window"].val)
+}
+
+// window reads how many changes per side one run takes.
+func (d *decoder) window(v *yaml.Node) {
+	const path = "window"
+	if isNull(v) {
+		return
+	}
+	s, ok := d.scalar(v, path)
+	if !ok {
+		return
+	}
+	n, err := strconv.Atoi(strings.ReplaceAll(s, "_", ""))
+	switch {
+	case err != nil:
+		d.probs.Add(v.Line, path, "bad number %q: want a whole number like %d", s, DefaultWindow)
+	case n < MinWindow || n > MaxWindow:
+		d.probs.Add(v.Line, path, "%d is out of range: a run takes from %d to %d changes per side (leave it out for %d)", n, MinWindow, MaxWindow, DefaultWindow)
+	default:
+		d.cfg.Window = n
+	}
 }
 
 // retention reads how long tandem.change_log keeps changes the syncs are done with.

@@ -22,7 +22,7 @@ import (
 
 // DefaultWindow bounds the changes per side one run consumes: a backlog is
 // many short runs (each one transaction per node), never one long one.
-const DefaultWindow = 20000
+const DefaultWindow = config.DefaultWindow
 
 // Engine runs the syncs of one config against one control database.
 type Engine struct {
