@@ -30,7 +30,7 @@
 // When no other sync reads the table, the apply also sets tandem.marked to
 // the table, so the node's trigger (capture version 3) records none of its
 // rows, and writes one change_queue row of op "applied" listing its writes,
-// after them, in the same transaction. windowChanges expands that marker into
+// after them, in the same transaction. loadChanges expands that marker into
 // the echoes the trigger would have captured. Row locks order a racing
 // application write before the marker exactly as before the per-row echo.
 //

@@ -22,7 +22,7 @@ func (r *syncRun) resolveWindow(ctx context.Context, w window) (*plan, error) {
 		if !r.flows(s.Which) {
 			continue // a one-way sync ignores the other side's changes
 		}
-		changes, err := r.windowChanges(ctx, s, bounds[i][0], bounds[i][1], w.own(s.Which))
+		changes, err := r.windowChanges(ctx, s, bounds[i][0], bounds[i][1])
 		if err != nil {
 			return nil, err
 		}

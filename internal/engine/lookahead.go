@@ -51,7 +51,7 @@ func (r *syncRun) lookAhead(ctx context.Context, s *side, from int64) *lookAhead
 		if a.through, a.err = r.windowEnd(ctx, sc, from); a.err != nil {
 			return
 		}
-		if a.rows, a.err = r.readChanges(ctx, sc, from, a.through, false); a.err != nil {
+		if a.rows, a.err = r.readChanges(ctx, sc, from, a.through); a.err != nil {
 			return
 		}
 		a.asked = make(map[string]bool, len(a.rows.changes))
@@ -110,33 +110,9 @@ func (a *lookAhead) stop() {
 	}
 }
 
-// windowChanges reads side s's window (from, through] from change_log, in
-// capture order, taking the rows a look-ahead of the run before already
-// read, then the sync's own rows in (through, own] (see windowEnds).
-//
-// The sync's own markers stand for echoes, and an echo only matters to an
-// entity the window also holds another change of (collapse drops an entity
-// whose changes are all echoes). So a marker's writes are expanded only for
-// those entities: a catch-up window of nothing but the last window's
-// echoes decodes no marker at all.
-func (r *syncRun) windowChanges(ctx context.Context, s *side, from, through, own int64) ([]change, error) {
-	rows, err := r.windowRows(ctx, s, from, through)
-	if err != nil {
-		return nil, err
-	}
-	if own > through {
-		more, err := r.readChanges(ctx, s, through, own, true)
-		if err != nil {
-			return nil, err
-		}
-		rows.then(more)
-	}
-	return rows.expand()
-}
-
-// windowRows reads side s's change_log rows (from, through], taking those
-// a look-ahead of the run before already read.
-func (r *syncRun) windowRows(ctx context.Context, s *side, from, through int64) (changeRows, error) {
+// windowChanges is loadChanges of side s's window (from, through], taking
+// the rows a look-ahead of the run before already read.
+func (r *syncRun) windowChanges(ctx context.Context, s *side, from, through int64) ([]change, error) {
 	a := r.looked[s.Which]
 	if a != nil {
 		<-a.done
@@ -145,19 +121,19 @@ func (r *syncRun) windowRows(ctx context.Context, s *side, from, through int64) 
 		r.e.logger().Debug("reading ahead failed; reading the window", "sync", r.cfg.ID, "node", s.Node, "err", a.err)
 	}
 	if a == nil || a.err != nil || a.from != from || a.through > through {
-		return r.readChanges(ctx, s, from, through, false)
+		return r.loadChanges(ctx, s, from, through)
 	}
 	r.e.test.lookedAhead.Add(1)
 	a.used = true
 	rows := a.rows
 	if a.through < through {
-		more, err := r.readChanges(ctx, s, a.through, through, false)
+		more, err := r.readChanges(ctx, s, a.through, through)
 		if err != nil {
-			return changeRows{}, err
+			return nil, err
 		}
 		rows.then(more)
 	}
-	return rows, nil
+	return rows.expand()
 }
 
 // windowLinks is loadLinks for the window's keys, taking the links a

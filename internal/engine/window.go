@@ -24,18 +24,6 @@ type window struct {
 	// Seed: the run is a chunk of the initial sync; the change_log windows
 	// are empty (they wait until the initial sync is done).
 	Seed *seed
-	// SourceOwn, TargetOwn: the sync's own rows after each side's through,
-	// up to these, are read with the window (see windowEnds).
-	SourceOwn, TargetOwn int64
-}
-
-// own returns the last id of the sync's own rows side s's window reads
-// after its through (through when none).
-func (w window) own(s mapping.Side) int64 {
-	if s == mapping.Target {
-		return max(w.TargetOwn, w.TargetThrough)
-	}
-	return max(w.SourceOwn, w.SourceThrough)
 }
 
 // bounds returns side s's ids (from, through].
@@ -63,14 +51,13 @@ func (w window) empty() bool {
 func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (window, error) {
 	var w window
 	err := pgx.BeginFunc(ctx, r.e.Control, func(tx pgx.Tx) error {
-		var pending, ps, pt, pso, pto *int64
+		var pending, ps, pt *int64
 		var phase *string
 		var after, until, upto []byte
 		err := tx.QueryRow(ctx, `SELECT source_through, target_through, pending_run, pending_source_through, pending_target_through,
-				initial_phase, initial_after, initial_until, pending_initial_upto, initial_band_source, initial_band_target,
-				pending_source_own, pending_target_own
+				initial_phase, initial_after, initial_until, pending_initial_upto, initial_band_source, initial_band_target
 			FROM tandem.sync_state WHERE sync_id = $1 FOR UPDATE`, r.cfg.ID).
-			Scan(&w.SourceFrom, &w.TargetFrom, &pending, &ps, &pt, &phase, &after, &until, &upto, &w.Band[0], &w.Band[1], &pso, &pto)
+			Scan(&w.SourceFrom, &w.TargetFrom, &pending, &ps, &pt, &phase, &after, &until, &upto, &w.Band[0], &w.Band[1])
 		if errors.Is(err, pgx.ErrNoRows) {
 			// A sync's state is made by its initial sync (runLocked begins it).
 			return fmt.Errorf("sync %s has no state: its initial sync has not begun", r.cfg.ID)
@@ -80,9 +67,6 @@ func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (w
 		}
 		if pending != nil {
 			w.RunID, w.SourceThrough, w.TargetThrough, w.Redo = *pending, *ps, *pt, true
-			if pso != nil && pto != nil { // else recorded by an earlier version: none
-				w.SourceOwn, w.TargetOwn = *pso, *pto
-			}
 			if upto != nil && phase == nil {
 				w.Seed = &seed{}
 				w.Seed.Repair, err = decodeRepair(upto)
@@ -120,7 +104,7 @@ func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (w
 					pending_target_through = $3, pending_initial_upto = $4, checked_at = now() FROM run WHERE sync_id = $1 RETURNING run.id`,
 				r.cfg.ID, w.SourceFrom, w.TargetFrom, chunk, seedTrigger).Scan(&w.RunID)
 		}
-		if err = r.windowEnds(ctx, tx, &w); err != nil {
+		if w.SourceThrough, w.TargetThrough, err = r.windowEnds(ctx, tx, w.SourceFrom, w.TargetFrom); err != nil {
 			return err
 		}
 		if w.empty() && !retry {
@@ -131,9 +115,8 @@ func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (w
 				INSERT INTO tandem.sync_runs (sync_id, trigger, source_from, source_through, target_from, target_through)
 				VALUES ($1, $2, $3, $4, $5, $6) RETURNING id)
 			UPDATE tandem.sync_state SET pending_run = run.id, pending_source_through = $4,
-				pending_target_through = $6, pending_source_own = $7, pending_target_own = $8, checked_at = now()
-			FROM run WHERE sync_id = $1 RETURNING run.id`,
-			r.cfg.ID, trigger, w.SourceFrom, w.SourceThrough, w.TargetFrom, w.TargetThrough, w.SourceOwn, w.TargetOwn).Scan(&w.RunID)
+				pending_target_through = $6, checked_at = now() FROM run WHERE sync_id = $1 RETURNING run.id`,
+			r.cfg.ID, trigger, w.SourceFrom, w.SourceThrough, w.TargetFrom, w.TargetThrough).Scan(&w.RunID)
 	})
 	if err != nil {
 		return w, fmt.Errorf("control: planning run of sync %s: %w", r.cfg.ID, err)
@@ -141,39 +124,47 @@ func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (w
 	return w, nil
 }
 
-// windowEnds sets each side's window end: at most limit changes after
-// from. An application write that one of the sync's own applies there
-// overwrote must be in the same window as the apply's marker (or echo), or
-// it would be sent to the other side after the apply had replaced it here.
-// The window cannot stretch to the sync's last such row (with backlogs on
-// both sides that is after everything the last pull took): the sync's own
-// rows between the window's end and the last of them (*Own) are read with
-// the window instead, after its rows, and again in the window they fall in.
-func (r *syncRun) windowEnds(ctx context.Context, tx pgx.Tx, w *window) error {
-	return tx.QueryRow(ctx, "SELECT "+windowEndSQL(1, 2, 3, 7)+", "+ownEndSQL(1, 2, 3, 8)+", "+windowEndSQL(4, 5, 6, 7)+", "+ownEndSQL(4, 5, 6, 8),
-		r.src.Node, r.src.Table, w.SourceFrom, r.tgt.Node, r.tgt.Table, w.TargetFrom, r.e.windowSize(), r.cfg.ID).
-		Scan(&w.SourceThrough, &w.SourceOwn, &w.TargetThrough, &w.TargetOwn)
+// windowEnds returns the ids after which each side's next window stops: at
+// most limit changes after from, but never before the last of the sync's
+// own applies on that side. An application write that one of those applies
+// overwrote must be in the same window as the apply, or it would be sent to
+// the other side after the apply had replaced it here.
+func (r *syncRun) windowEnds(ctx context.Context, tx pgx.Tx, sourceFrom, targetFrom int64) (source, target int64, err error) {
+	err = tx.QueryRow(ctx, "SELECT "+windowEndSQL(1, 2, 3, 7, 8)+", "+windowEndSQL(4, 5, 6, 7, 8),
+		r.src.Node, r.src.Table, sourceFrom, r.tgt.Node, r.tgt.Table, targetFrom, r.e.windowSize(), r.cfg.ID).
+		Scan(&source, &target)
+	return source, target, err
 }
 
-// windowEnd is a window end of side s alone (see windowEnds).
+// windowEnd is windowEnds for side s alone.
 func (r *syncRun) windowEnd(ctx context.Context, s *side, from int64) (end int64, err error) {
-	err = r.e.Control.QueryRow(ctx, "SELECT "+windowEndSQL(1, 2, 3, 4), s.Node, s.Table, from, r.e.windowSize()).Scan(&end)
+	err = r.e.Control.QueryRow(ctx, "SELECT "+windowEndSQL(1, 2, 3, 4, 5), s.Node, s.Table, from, r.e.windowSize(), r.cfg.ID).Scan(&end)
 	return end, err
 }
 
 // windowEndSQL is the expression of a side's window end, with the numbers
-// of its parameters: node, table, from, the window size.
-func windowEndSQL(node, table, from, size int) string {
-	return fmt.Sprintf(`coalesce((SELECT max(id) FROM (SELECT id FROM tandem.change_log
-		  WHERE id > $%[3]d AND node = $%[1]d AND table_name = $%[2]d ORDER BY id LIMIT $%[4]d) w), $%[3]d)`, node, table, from, size)
+// of its parameters: node, table, from, the window size, the sync's id.
+func windowEndSQL(node, table, from, size, id int) string {
+	return fmt.Sprintf(`coalesce(greatest(
+		(SELECT max(id) FROM (SELECT id FROM tandem.change_log
+		  WHERE id > $%[3]d AND node = $%[1]d AND table_name = $%[2]d ORDER BY id LIMIT $%[4]d) w),
+		(SELECT max(id) FROM tandem.change_log
+		  WHERE node = $%[1]d AND table_name = $%[2]d AND origin = $%[5]d AND id > $%[3]d)), $%[3]d)`, node, table, from, size, id)
 }
 
-// ownEndSQL is the expression of the last of the sync's own rows of a side
-// after from (from when none), with the numbers of its parameters: node,
-// table, from, the sync's id.
-func ownEndSQL(node, table, from, id int) string {
-	return fmt.Sprintf(`coalesce((SELECT max(id) FROM tandem.change_log
-		  WHERE node = $%[1]d AND table_name = $%[2]d AND origin = $%[4]d AND id > $%[3]d), $%[3]d)`, node, table, from, id)
+// loadChanges reads one side's window from change_log, in capture order.
+//
+// The sync's own markers stand for echoes, and an echo only matters to an
+// entity the window also holds another change of (collapse drops an entity
+// whose changes are all echoes). So a marker's writes are expanded only for
+// those entities: a catch-up window of nothing but the last window's
+// echoes decodes no marker at all.
+func (r *syncRun) loadChanges(ctx context.Context, s *side, from, through int64) ([]change, error) {
+	rows, err := r.readChanges(ctx, s, from, through)
+	if err != nil {
+		return nil, err
+	}
+	return rows.expand()
 }
 
 // changeRows is a run of one side's change_log rows, in capture order:
@@ -190,25 +181,17 @@ type markerRow struct {
 	doc []byte
 }
 
-// readChanges reads side s's changes in change_log ids (from, through]:
-// all of them, or only the sync's own (own).
-func (r *syncRun) readChanges(ctx context.Context, s *side, from, through int64, own bool) (changeRows, error) {
+// readChanges reads side s's changes in change_log ids (from, through].
+func (r *syncRun) readChanges(ctx context.Context, s *side, from, through int64) (changeRows, error) {
 	var out changeRows
 	if from == through {
 		return out, nil
 	}
 	// new #>> '{}': a row's values as text, or a marker's list, stored as
 	// the text of a JSON string (or, by earlier versions, as an object).
-	// The sync's own rows are found through change_log_echoes.
-	sql, args := `SELECT id, op, keys, old, new #>> '{}', captured_at, coalesce(origin, '')
+	rows, err := r.e.Control.Query(ctx, `SELECT id, op, keys, old, new #>> '{}', captured_at, coalesce(origin, '')
 		FROM tandem.change_log WHERE id > $3 AND id <= $4 AND node = $1 AND table_name = $2 ORDER BY id`,
-		[]any{s.Node, s.Table, from, through}
-	if own {
-		sql, args = `SELECT id, op, keys, old, new #>> '{}', captured_at, origin
-		FROM tandem.change_log WHERE id > $3 AND id <= $4 AND node = $1 AND table_name = $2 AND origin = $5 ORDER BY id`,
-			append(args, r.cfg.ID)
-	}
-	rows, err := r.e.Control.Query(ctx, sql, args...)
+		s.Node, s.Table, from, through)
 	if err != nil {
 		return out, fmt.Errorf("control: reading changes of %s on node %s: %w", s.Table, s.Node, err)
 	}
