@@ -158,16 +158,7 @@ func TestRecordWhoseCommitFailsIsNotWrittenAgain(t *testing.T) {
 	r := newRig(t, contactsYAML("    conflict: source_wins\n"), twoNodes())
 	r.exec("crm", `INSERT INTO contacts (full_name, email, phone) VALUES ('Ann Lee', 'ann@x.com', '1')`)
 	r.run("contacts")
-	r.ctl.Exec(t, `CREATE SEQUENCE refused;
-		CREATE FUNCTION refuse_once() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN
-			IF NEW.status = 'succeeded' AND nextval('refused') = 1 THEN
-				RAISE EXCEPTION 'record refused once';
-			END IF;
-			RETURN NULL;
-		END $$;
-		CREATE CONSTRAINT TRIGGER refuse_once AFTER UPDATE ON tandem.sync_runs
-			DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_once()`)
+	r.refuseRecordOnce("true")
 	r.exec("crm", `UPDATE contacts SET phone = 'crm'`)
 	r.exec("hubspot", `UPDATE hs_contacts SET phone_number = 'hub'`)
 
@@ -182,4 +173,20 @@ func TestRecordWhoseCommitFailsIsNotWrittenAgain(t *testing.T) {
 	r.idle("contacts")
 	require.Equal(t, 1, r.ctlInt(`SELECT count(*) FROM tandem.sync_conflicts`))
 	require.Equal(t, []string{"crm"}, r.rows("hubspot", `SELECT phone_number FROM hs_contacts`))
+}
+
+// refuseRecordOnce makes the commit of the first window record whose run
+// row (NEW, in tandem.sync_runs) meets cond fail with "record refused
+// once": a deferred trigger, so the window's apply has committed by then.
+func (r *rig) refuseRecordOnce(cond string) {
+	r.ctl.Exec(r.t, `CREATE SEQUENCE refused;
+		CREATE FUNCTION refuse_once() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.status = 'succeeded' AND (`+cond+`) AND nextval('refused') = 1 THEN
+				RAISE EXCEPTION 'record refused once';
+			END IF;
+			RETURN NULL;
+		END $$;
+		CREATE CONSTRAINT TRIGGER refuse_once AFTER UPDATE ON tandem.sync_runs
+			DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_once()`)
 }

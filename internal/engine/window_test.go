@@ -46,16 +46,7 @@ func windowBeforeOwnRows(t *testing.T, refuse bool) {
 	r.exec("hubspot", `UPDATE hs_contacts SET phone_number = 'hub' WHERE email = 'ann@x.com'`)
 
 	if refuse {
-		r.ctl.Exec(t, `CREATE SEQUENCE refused;
-			CREATE FUNCTION refuse_once() RETURNS trigger LANGUAGE plpgsql AS $$
-			BEGIN
-				IF NEW.status = 'succeeded' AND NEW.conflicts > 0 AND nextval('refused') = 1 THEN
-					RAISE EXCEPTION 'record refused once';
-				END IF;
-				RETURN NULL;
-			END $$;
-			CREATE CONSTRAINT TRIGGER refuse_once AFTER UPDATE ON tandem.sync_runs
-				DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_once()`)
+		r.refuseRecordOnce("NEW.conflicts > 0")
 		_, err := r.eng.RunSync(context.Background(), "contacts", "manual")
 		require.ErrorContains(t, err, "record refused once")
 		require.Zero(t, r.ctlInt(`SELECT count(*) FROM tandem.sync_conflicts`))
