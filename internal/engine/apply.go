@@ -215,7 +215,7 @@ func (s *side) applyWrites(ctx context.Context, tx pgx.Tx, writes []*write, know
 		}
 	}
 	if ups := byKind(writes, "update"); len(ups) > 0 {
-		refs, err := s.update(ctx, tx, ups)
+		refs, rest, err := s.update(ctx, tx, ups)
 		if err != nil {
 			return nil, err
 		}
@@ -224,16 +224,6 @@ func (s *side) applyWrites(ctx context.Context, tx pgx.Tx, writes []*write, know
 		res.wrote = append(res.wrote, refs...)
 		// A row not updated either held the values already or is gone: only
 		// those rows are looked up again.
-		updated := make(map[string]bool, len(refs))
-		for _, r := range refs {
-			updated[r] = true
-		}
-		var rest []rowWrite
-		for _, u := range ups {
-			if !updated[u.Ref] {
-				rest = append(rest, u)
-			}
-		}
 		if len(rest) > 0 {
 			missing, err := s.missing(ctx, tx, rest)
 			if err != nil {
@@ -389,11 +379,11 @@ func (s *side) deleteSQL() string {
 }
 
 // update sets each row's values over the row as it is and returns the
-// refs of the rows it wrote; a row that would not change is not written
-// (no dead tuple, no trigger call, no echo). An UPDATE's SET list is fixed,
-// so rows go in one statement per set of columns they write, pipelined in
-// one round trip.
-func (s *side) update(ctx context.Context, tx pgx.Tx, ups []rowWrite) ([]string, error) {
+// refs of the rows it wrote, and the rows it did not; a row that would not
+// change is not written (no dead tuple, no trigger call, no echo). An
+// UPDATE's SET list is fixed, so rows go in one statement per set of
+// columns they write, pipelined in one round trip.
+func (s *side) update(ctx context.Context, tx pgx.Tx, ups []rowWrite) (wrote []string, rest []rowWrite, err error) {
 	type group struct {
 		cols []string
 		rows []rowWrite
@@ -422,10 +412,14 @@ func (s *side) update(ctx context.Context, tx pgx.Tx, ups []rowWrite) ([]string,
 				groups = append(groups, g)
 			}
 		}
+		if len(g.cols) == 0 {
+			rest = append(rest, u)
+			continue
+		}
 		g.rows = append(g.rows, u)
 	}
 	if len(groups) == 0 {
-		return nil, nil
+		return nil, rest, nil
 	}
 	b := &pgx.Batch{}
 	for _, g := range groups {
@@ -452,23 +446,29 @@ func (s *side) update(ctx context.Context, tx pgx.Tx, ups []rowWrite) ([]string,
 		b.Queue(s.updateSQL(g.cols), append(keys, ']'), append(vals, ']'), len(g.rows))
 	}
 	br := tx.SendBatch(ctx, b)
-	var refs []string
 	for _, g := range groups {
 		rows, err := br.Query()
 		if err != nil {
 			br.Close()
-			return nil, err
+			return nil, nil, err
 		}
 		ns, err := pgx.CollectRows(rows, pgx.RowTo[int64])
 		if err != nil {
 			br.Close()
-			return nil, err
+			return nil, nil, err
 		}
+		written := make([]bool, len(g.rows))
 		for _, n := range ns {
-			refs = append(refs, g.rows[n-1].Ref)
+			written[n-1] = true
+			wrote = append(wrote, g.rows[n-1].Ref)
+		}
+		for i, u := range g.rows {
+			if !written[i] {
+				rest = append(rest, u)
+			}
 		}
 	}
-	return refs, br.Close()
+	return wrote, rest, br.Close()
 }
 
 // updateSQL updates cols of the rows whose keys are in the jsonb array $1

@@ -554,7 +554,7 @@ func (s *side) settle(ctx context.Context, tx pgx.Tx, syncID string, key, update
 		return decodeJSON(b)
 	}
 	ups := []rowWrite{{Ref: ref, Key: key, Vals: update}}
-	if written, err := s.update(ctx, tx, ups); err != nil || len(written) > 0 {
+	if written, _, err := s.update(ctx, tx, ups); err != nil || len(written) > 0 {
 		return nil, err
 	}
 	missing, err := s.missing(ctx, tx, ups)

@@ -402,9 +402,9 @@ func (e *Engine) runLocked(ctx context.Context, s *config.Sync, trigger string, 
 		// taken (owed). A side whose look-ahead pulled (once the window's
 		// apply there was in, or when the window wrote nothing there, on a
 		// node of its own; not one that pulled before the window's apply
-		// there) is not pulled again for the next
-		// window: it reads what the look-ahead pulled (the look-ahead's read
-		// of it may still go on meanwhile).
+		// there) is not pulled again for the next window: it reads what the
+		// look-ahead pulled (the look-ahead's read of it may still go on
+		// meanwhile).
 		if e.test.window != nil {
 			e.test.window()
 		}
