@@ -146,6 +146,13 @@ func TestKill9AtRandomPointsInSmallWindows(t *testing.T) {
 	_, err = f.WriteString("window: 16\n")
 	require.NoError(t, errors.Join(err, f.Close()))
 	kill9AtRandomPoints(t, s)
+	// The daemon took the window: each run of the initial sync (of the rows
+	// the writers made before it) read half a window of one side.
+	var runs, most int
+	require.NoError(t, s.ctl.Pool.QueryRow(context.Background(),
+		`SELECT count(*), coalesce(max(synced), 0) FROM tandem.sync_runs WHERE trigger = 'initial'`).Scan(&runs, &most))
+	require.Greater(t, runs, 1, "the initial sync ran in one chunk")
+	require.LessOrEqual(t, most, 8)
 }
 
 func kill9AtRandomPoints(t *testing.T, s setup) {
