@@ -22,14 +22,14 @@ func TestMigrateCreatesControlSchemaOnce(t *testing.T) {
 	cfg := fixture("tandem.yaml")
 
 	r := mustRun(t, env, "-c", cfg, "migrate")
-	require.Contains(t, r.stdout, "control schema migrated to version 5")
+	require.Contains(t, r.stdout, "control schema migrated to version 6")
 	var exists bool
 	require.NoError(t, ctl.Pool.QueryRow(context.Background(),
 		"SELECT to_regclass('tandem.change_log') IS NOT NULL").Scan(&exists))
 	require.True(t, exists, "migrate did not create tandem.change_log")
 
 	r = mustRun(t, env, "-c", cfg, "migrate")
-	require.Equal(t, "control schema is current (version 5)\n", r.stdout)
+	require.Equal(t, "control schema is current (version 6)\n", r.stdout)
 }
 
 func TestStatusShowsQueuesAndWarnsOverLimit(t *testing.T) {
@@ -183,7 +183,7 @@ func TestStatusSaysWhenTheControlSchemaIsMissing(t *testing.T) {
 	r := run(t, env, "-c", fixture("tandem.yaml"), "status")
 	require.Equal(t, cli.ExitFailure, r.code, r)
 	require.Contains(t, r.stderr, "tandem: could not read sync status: control database (", r)
-	require.Contains(t, r.stderr, "the control schema is at version 0, this tandem needs version 5: run `tandem migrate`", r)
+	require.Contains(t, r.stderr, "the control schema is at version 0, this tandem needs version 6: run `tandem migrate`", r)
 	require.Len(t, statusRows(t, r.stdout), 2, "the node table is still shown\n%s", r)
 	require.NotContains(t, r.stdout, "SYNC", r)
 }

@@ -82,28 +82,8 @@ func convergenceUnderFire(t *testing.T, r *rig) {
 	var wg sync.WaitGroup
 	writer := func(node string) {
 		defer wg.Done()
-		table, phone, name := "contacts", "phone", "full_name"
-		if node == "hubspot" {
-			table, phone, name = "hs_contacts", "phone_number", "lastname"
-		}
-		pick := fmt.Sprintf("(SELECT id FROM %s ORDER BY random() LIMIT 1)", table)
 		for ctx.Err() == nil {
-			v := fmt.Sprintf("%s%d", node[:1], n.Add(1))
-			var q string
-			switch rand.IntN(10) {
-			case 0, 1:
-				if node == "crm" {
-					q = fmt.Sprintf(`INSERT INTO contacts (full_name, email, phone) VALUES ('Crm %[1]s', '%[1]s@x', '%[1]s')`, v)
-				} else {
-					q = fmt.Sprintf(`INSERT INTO hs_contacts (firstname, lastname, email, phone_number) VALUES ('Hub', '%[1]s', '%[1]s@x', '%[1]s')`, v)
-				}
-			case 2, 3, 4, 5: // the field both sides write: conflicts
-				q = fmt.Sprintf(`UPDATE %s SET %s = '%s' WHERE id = %s`, table, phone, v, pick)
-			case 6, 7, 8: // a field only this side writes: merges
-				q = fmt.Sprintf(`UPDATE %s SET %s = '%s' WHERE id = %s`, table, name, "N "+v, pick)
-			case 9:
-				q = fmt.Sprintf(`DELETE FROM %s WHERE id = %s`, table, pick)
-			}
+			q := randomWrite(node, fmt.Sprintf("%s%d", node[:1], n.Add(1)))
 			// Not ctx: a statement cut off by stop() may still commit on
 			// the server after the writer returned, behind the final run.
 			if _, err := r.nodes[node].Pool.Exec(context.Background(), q); err != nil {
@@ -161,6 +141,15 @@ func convergenceUnderFire(t *testing.T, r *rig) {
 	r.run("contacts")
 	r.idle("contacts")
 
+	requireConvergedWithoutLoss(t, r)
+}
+
+// requireConvergedWithoutLoss: both tables hold the same mapped data, no
+// error is open, and every phone value an application wrote is on a side
+// now, reached the other side (as an apply), was replaced by a later
+// write of its own side (or its row was deleted there), or is in
+// sync_conflicts.
+func requireConvergedWithoutLoss(t *testing.T, r *rig) {
 	crm := r.rows("crm", `SELECT concat_ws('|', full_name, email, phone) FROM contacts ORDER BY email`)
 	hub := r.rows("hubspot", `SELECT concat_ws('|', concat_ws(' ', firstname, lastname), email, phone_number) FROM hs_contacts ORDER BY email`)
 	if !assert.Equal(t, crm, hub, "both sides hold the same mapped data") {
@@ -169,10 +158,6 @@ func convergenceUnderFire(t *testing.T, r *rig) {
 	}
 	require.Zero(t, r.ctlInt(`SELECT count(*) FROM tandem.sync_errors WHERE resolved_at IS NULL`))
 
-	// No silent loss: every phone value an application wrote is on a side
-	// now, reached the other side (as an apply), was replaced by a later
-	// write of its own side (or its row was deleted there), or is in
-	// sync_conflicts.
 	var missing []string
 	final := map[string]bool{}
 	for _, row := range append(crm, hub...) {
@@ -186,6 +171,31 @@ func convergenceUnderFire(t *testing.T, r *rig) {
 	}
 	require.Empty(t, missing, "values overwritten without a trace in sync_conflicts")
 	t.Logf("%d rows, %d conflicts recorded", len(crm), r.ctlInt(`SELECT count(*) FROM tandem.sync_conflicts`))
+}
+
+// randomWrite is a statement of an application writing node's contacts,
+// v a value never written before: an insert, an update of the field both
+// sides write (conflicts), of a field only this side writes (merges), or a
+// delete, of a random row.
+func randomWrite(node, v string) string {
+	table, phone, name := "contacts", "phone", "full_name"
+	if node == "hubspot" {
+		table, phone, name = "hs_contacts", "phone_number", "lastname"
+	}
+	pick := fmt.Sprintf("(SELECT id FROM %s ORDER BY random() LIMIT 1)", table)
+	switch rand.IntN(10) {
+	case 0, 1:
+		if node == "crm" {
+			return fmt.Sprintf(`INSERT INTO contacts (full_name, email, phone) VALUES ('Crm %[1]s', '%[1]s@x', '%[1]s')`, v)
+		}
+		return fmt.Sprintf(`INSERT INTO hs_contacts (firstname, lastname, email, phone_number) VALUES ('Hub', '%[1]s', '%[1]s@x', '%[1]s')`, v)
+	case 2, 3, 4, 5:
+		return fmt.Sprintf(`UPDATE %s SET %s = '%s' WHERE id = %s`, table, phone, v, pick)
+	case 6, 7, 8:
+		return fmt.Sprintf(`UPDATE %s SET %s = '%s' WHERE id = %s`, table, name, "N "+v, pick)
+	default:
+		return fmt.Sprintf(`DELETE FROM %s WHERE id = %s`, table, pick)
+	}
 }
 
 // lostCandidates lists phone values an application wrote that were not

@@ -69,6 +69,7 @@ type testHooks struct {
 	lookedAhead  atomic.Int64 // windows that took rows a look-ahead read
 	earlyRecords atomic.Int64 // records committed while their apply committed (earlyRecord)
 	readAhead    atomic.Int64 // look-aheads that read their links
+	readAfter    atomic.Int64 // windows that read the sync's own rows after them
 	recheck      func()       // called in each verify re-check round once the sync has caught up
 	window       func()       // called before each window's pull
 }

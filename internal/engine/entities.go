@@ -29,6 +29,9 @@ func (r *syncRun) resolveWindow(ctx context.Context, w window) (*plan, error) {
 		if changes, err = r.filterSeen(ctx, s, w.Band[i], changes); err != nil {
 			return nil, err
 		}
+		if changes, err = r.withOwnAfter(ctx, s, changes, bounds[i][1], w.own(s.Which)); err != nil {
+			return nil, err
+		}
 		for _, c := range changes {
 			if c.Op == opTruncate && c.Origin != r.cfg.ID {
 				p.errors = append(p.errors, &errorRow{Side: s.Which.Other(),

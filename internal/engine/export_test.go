@@ -16,3 +16,7 @@ func (e *Engine) OnRecheck(f func()) { e.test.recheck = f }
 
 // OnWindow sets f to be called before each window's pull.
 func (e *Engine) OnWindow(f func()) { e.test.window = f }
+
+// ReadAfterWindows is how many windows have read the sync's own rows after
+// them (withOwnAfter).
+func (e *Engine) ReadAfterWindows() int64 { return e.test.readAfter.Load() }

@@ -17,7 +17,11 @@ type window struct {
 	RunID                     int64
 	SourceFrom, SourceThrough int64
 	TargetFrom, TargetThrough int64
-	Redo                      bool // a run cut off before it finished: same window again
+	// SourceOwn, TargetOwn: each side's last row of the sync's own when the
+	// window was cut. Past Through, the own rows up to it are read for the
+	// window's entities (withOwnAfter), not consumed.
+	SourceOwn, TargetOwn int64
+	Redo                 bool // a run cut off before it finished: same window again
 	// Band: each side's last change_log id when its initial sync was done
 	// (nil: none); changes up to it may have been read by it (filterSeen).
 	Band [2]*int64
@@ -32,6 +36,14 @@ func (w window) bounds(s mapping.Side) (from, through int64) {
 		return w.TargetFrom, w.TargetThrough
 	}
 	return w.SourceFrom, w.SourceThrough
+}
+
+// own returns side s's last own row when the window was cut.
+func (w window) own(s mapping.Side) int64 {
+	if s == mapping.Target {
+		return w.TargetOwn
+	}
+	return w.SourceOwn
 }
 
 // full reports whether a side's window took as many changes as a window
@@ -51,13 +63,14 @@ func (w window) empty() bool {
 func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (window, error) {
 	var w window
 	err := pgx.BeginFunc(ctx, r.e.Control, func(tx pgx.Tx) error {
-		var pending, ps, pt *int64
+		var pending, ps, pt, pso, pto *int64
 		var phase *string
 		var after, until, upto []byte
 		err := tx.QueryRow(ctx, `SELECT source_through, target_through, pending_run, pending_source_through, pending_target_through,
+				pending_source_own, pending_target_own,
 				initial_phase, initial_after, initial_until, pending_initial_upto, initial_band_source, initial_band_target
 			FROM tandem.sync_state WHERE sync_id = $1 FOR UPDATE`, r.cfg.ID).
-			Scan(&w.SourceFrom, &w.TargetFrom, &pending, &ps, &pt, &phase, &after, &until, &upto, &w.Band[0], &w.Band[1])
+			Scan(&w.SourceFrom, &w.TargetFrom, &pending, &ps, &pt, &pso, &pto, &phase, &after, &until, &upto, &w.Band[0], &w.Band[1])
 		if errors.Is(err, pgx.ErrNoRows) {
 			// A sync's state is made by its initial sync (runLocked begins it).
 			return fmt.Errorf("sync %s has no state: its initial sync has not begun", r.cfg.ID)
@@ -67,6 +80,12 @@ func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (w
 		}
 		if pending != nil {
 			w.RunID, w.SourceThrough, w.TargetThrough, w.Redo = *pending, *ps, *pt, true
+			// No bound: a window cut by an earlier version, which stretched
+			// it to the last own row.
+			w.SourceOwn, w.TargetOwn = w.SourceThrough, w.TargetThrough
+			if pso != nil && pto != nil {
+				w.SourceOwn, w.TargetOwn = *pso, *pto
+			}
 			if upto != nil && phase == nil {
 				w.Seed = &seed{}
 				w.Seed.Repair, err = decodeRepair(upto)
@@ -97,6 +116,7 @@ func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (w
 			// A chunk of the initial sync, or a repair: the change_log windows
 			// wait; the chunk is recorded, so a run cut off redoes it.
 			w.SourceThrough, w.TargetThrough = w.SourceFrom, w.TargetFrom
+			w.SourceOwn, w.TargetOwn = w.SourceFrom, w.TargetFrom
 			return tx.QueryRow(ctx, `WITH run AS (
 					INSERT INTO tandem.sync_runs (sync_id, trigger, source_from, source_through, target_from, target_through)
 					VALUES ($1, $5, $2, $2, $3, $3) RETURNING id)
@@ -104,7 +124,7 @@ func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (w
 					pending_target_through = $3, pending_initial_upto = $4, checked_at = now() FROM run WHERE sync_id = $1 RETURNING run.id`,
 				r.cfg.ID, w.SourceFrom, w.TargetFrom, chunk, seedTrigger).Scan(&w.RunID)
 		}
-		if w.SourceThrough, w.TargetThrough, err = r.windowEnds(ctx, tx, w.SourceFrom, w.TargetFrom); err != nil {
+		if err = r.windowEnds(ctx, tx, &w); err != nil {
 			return err
 		}
 		if w.empty() && !retry {
@@ -115,8 +135,9 @@ func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (w
 				INSERT INTO tandem.sync_runs (sync_id, trigger, source_from, source_through, target_from, target_through)
 				VALUES ($1, $2, $3, $4, $5, $6) RETURNING id)
 			UPDATE tandem.sync_state SET pending_run = run.id, pending_source_through = $4,
-				pending_target_through = $6, checked_at = now() FROM run WHERE sync_id = $1 RETURNING run.id`,
-			r.cfg.ID, trigger, w.SourceFrom, w.SourceThrough, w.TargetFrom, w.TargetThrough).Scan(&w.RunID)
+				pending_target_through = $6, pending_source_own = $7, pending_target_own = $8, checked_at = now()
+			FROM run WHERE sync_id = $1 RETURNING run.id`,
+			r.cfg.ID, trigger, w.SourceFrom, w.SourceThrough, w.TargetFrom, w.TargetThrough, w.SourceOwn, w.TargetOwn).Scan(&w.RunID)
 	})
 	if err != nil {
 		return w, fmt.Errorf("control: planning run of sync %s: %w", r.cfg.ID, err)
@@ -124,32 +145,35 @@ func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (w
 	return w, nil
 }
 
-// windowEnds returns the ids after which each side's next window stops: at
-// most limit changes after from, but never before the last of the sync's
-// own applies on that side. An application write that one of those applies
-// overwrote must be in the same window as the apply, or it would be sent to
-// the other side after the apply had replaced it here.
-func (r *syncRun) windowEnds(ctx context.Context, tx pgx.Tx, sourceFrom, targetFrom int64) (source, target int64, err error) {
-	err = tx.QueryRow(ctx, "SELECT "+windowEndSQL(1, 2, 3, 7, 8)+", "+windowEndSQL(4, 5, 6, 7, 8),
-		r.src.Node, r.src.Table, sourceFrom, r.tgt.Node, r.tgt.Table, targetFrom, r.e.windowSize(), r.cfg.ID).
-		Scan(&source, &target)
-	return source, target, err
+// windowEnds sets where each side of the next window w stops (at most
+// the window's size in changes after its start) and each side's last own
+// row (the sync's applies), which may come later: with a backlog on a
+// side, an apply's marker comes after all of it.
+func (r *syncRun) windowEnds(ctx context.Context, tx pgx.Tx, w *window) error {
+	return tx.QueryRow(ctx, "SELECT "+windowEndSQL(1, 2, 3, 7)+", "+ownEndSQL(1, 2, 3, 8)+", "+windowEndSQL(4, 5, 6, 7)+", "+ownEndSQL(4, 5, 6, 8),
+		r.src.Node, r.src.Table, w.SourceFrom, r.tgt.Node, r.tgt.Table, w.TargetFrom, r.e.windowSize(), r.cfg.ID).
+		Scan(&w.SourceThrough, &w.SourceOwn, &w.TargetThrough, &w.TargetOwn)
 }
 
-// windowEnd is windowEnds for side s alone.
+// windowEnd is where a window of side s starting after from stops.
 func (r *syncRun) windowEnd(ctx context.Context, s *side, from int64) (end int64, err error) {
-	err = r.e.Control.QueryRow(ctx, "SELECT "+windowEndSQL(1, 2, 3, 4, 5), s.Node, s.Table, from, r.e.windowSize(), r.cfg.ID).Scan(&end)
+	err = r.e.Control.QueryRow(ctx, "SELECT "+windowEndSQL(1, 2, 3, 4), s.Node, s.Table, from, r.e.windowSize()).Scan(&end)
 	return end, err
 }
 
 // windowEndSQL is the expression of a side's window end, with the numbers
-// of its parameters: node, table, from, the window size, the sync's id.
-func windowEndSQL(node, table, from, size, id int) string {
-	return fmt.Sprintf(`coalesce(greatest(
-		(SELECT max(id) FROM (SELECT id FROM tandem.change_log
-		  WHERE id > $%[3]d AND node = $%[1]d AND table_name = $%[2]d ORDER BY id LIMIT $%[4]d) w),
-		(SELECT max(id) FROM tandem.change_log
-		  WHERE node = $%[1]d AND table_name = $%[2]d AND origin = $%[5]d AND id > $%[3]d)), $%[3]d)`, node, table, from, size, id)
+// of its parameters: node, table, from, the window size.
+func windowEndSQL(node, table, from, size int) string {
+	return fmt.Sprintf(`coalesce((SELECT max(id) FROM (SELECT id FROM tandem.change_log
+		  WHERE id > $%[3]d AND node = $%[1]d AND table_name = $%[2]d ORDER BY id LIMIT $%[4]d) w), $%[3]d)`, node, table, from, size)
+}
+
+// ownEndSQL is the expression of a side's last own row after from (or
+// from), with the numbers of its parameters: node, table, from, the
+// sync's id.
+func ownEndSQL(node, table, from, id int) string {
+	return fmt.Sprintf(`coalesce((SELECT max(id) FROM tandem.change_log
+		  WHERE node = $%[1]d AND table_name = $%[2]d AND origin = $%[4]d AND id > $%[3]d), $%[3]d)`, node, table, from, id)
 }
 
 // loadChanges reads one side's window from change_log, in capture order.

@@ -28,6 +28,77 @@ func TestOverwrittenWriteFarBeforeTheApplysMarkerRedone(t *testing.T) {
 	windowBeforeOwnRows(t, true)
 }
 
+// In windows of 4, one pull takes crm's whole backlog: 4 inserts, Ann's
+// phone set to 'a1', 3 inserts, Ann's phone set to 'a2', 1 insert. The
+// first window sets Ann's phone from hubspot ('hub') on crm, over 'a2'; its
+// marker comes after the backlog. The window holding 'a1' does not send it
+// on (crm holds 'hub' since), and the conflict recorded is 'a2' lost to
+// 'hub', once: 'a1' was replaced by the application itself.
+func TestWriteReplacedBeforeAnApplyAfterTheWindow(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, contactsYAML(""), twoNodes())
+	r.exec("crm", `INSERT INTO contacts (full_name, email, phone) VALUES ('Ann Lee', 'ann@x.com', '1')`)
+	require.Equal(t, 1, r.run("contacts").Created)
+	r.idle("contacts")
+	r.eng.Window, r.eng.PullBatch = 4, 100
+	insertContacts(r, 1, 4)
+	r.exec("crm", `UPDATE contacts SET phone = 'a1' WHERE email = 'ann@x.com'`)
+	insertContacts(r, 5, 7)
+	r.exec("crm", `UPDATE contacts SET phone = 'a2' WHERE email = 'ann@x.com'`)
+	insertContacts(r, 8, 8)
+	r.exec("hubspot", `UPDATE hs_contacts SET phone_number = 'hub' WHERE email = 'ann@x.com'`)
+
+	r.run("contacts")
+	r.idle("contacts")
+	require.Equal(t, []string{"hub"}, r.rows("crm", `SELECT phone FROM contacts WHERE email = 'ann@x.com'`))
+	require.Equal(t, []string{"hub"}, r.rows("hubspot", `SELECT phone_number FROM hs_contacts WHERE email = 'ann@x.com'`))
+	require.Equal(t, 9, r.nodeInt("hubspot", `SELECT count(*) FROM hs_contacts`))
+	require.Equal(t, []string{`concurrent_apply|"a2"|"hub"`},
+		r.ctlRows(`SELECT kind || '|' || (lost -> 'source' -> 'phone')::text || '|' || (kept -> 'source' -> 'phone')::text FROM tandem.sync_conflicts`))
+	requireWindowsAtMost(t, r, 4)
+}
+
+// Backlogs on both sides, in windows of 10: each window's apply puts its
+// marker after the other side's whole backlog. Yet every window takes at
+// most 10 changes a side, the sides converge, and no value overwritten
+// goes unrecorded.
+func TestWindowsStaySmallWithBacklogsOnBothSides(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, contactsYAML("    conflict: latest_wins\n"), twoNodes())
+	r.exec("crm", `INSERT INTO contacts (full_name, email, phone) SELECT 'Crm P' || g, 'seed' || g || '@x', 'seed' FROM generate_series(1, 100) g`)
+	r.run("contacts")
+	r.idle("contacts")
+	r.eng.Window, r.eng.PullBatch = 10, 10
+	for i := range 300 {
+		for _, node := range []string{"crm", "hubspot"} {
+			r.exec(node, randomWrite(node, fmt.Sprintf("%s%d", node[:1], i)))
+		}
+	}
+	before := r.eng.ReadAfterWindows()
+	r.run("contacts")
+	r.idle("contacts")
+	requireConvergedWithoutLoss(t, r)
+	requireWindowsAtMost(t, r, 10)
+	require.Greater(t, r.eng.ReadAfterWindows()-before, int64(10), "windows that read the sync's own rows after them")
+}
+
+// requireWindowsAtMost fails if a run's window took more than n changes of
+// a side.
+func requireWindowsAtMost(t *testing.T, r *rig, n int) {
+	t.Helper()
+	require.Empty(t, r.ctlRows(`SELECT concat_ws(' ', 'run', r.id, s.node, count(c.id)) FROM tandem.sync_runs r
+		CROSS JOIN LATERAL (VALUES ('crm', 'public.contacts', r.source_from, r.source_through),
+			('hubspot', 'public.hs_contacts', r.target_from, r.target_through)) s(node, tbl, "from", through)
+		JOIN tandem.change_log c ON c.node = s.node AND c.table_name = s.tbl AND c.id > s."from" AND c.id <= s.through
+		GROUP BY r.id, s.node HAVING count(c.id) > $1`, n))
+}
+
+func insertContacts(r *rig, from, to int) {
+	for i := from; i <= to; i++ {
+		r.exec("crm", `INSERT INTO contacts (full_name, email) VALUES ($1, $2)`, fmt.Sprintf("P %d", i), fmt.Sprintf("p%d@x.com", i))
+	}
+}
+
 func windowBeforeOwnRows(t *testing.T, refuse bool) {
 	r := newRig(t, contactsYAML(""), twoNodes())
 	r.exec("crm", `INSERT INTO contacts (full_name, email, phone) VALUES ('Ann Lee', 'ann@x.com', '1')`)
@@ -35,14 +106,9 @@ func windowBeforeOwnRows(t *testing.T, refuse bool) {
 	r.idle("contacts")
 	r.eng.Window, r.eng.PullBatch = 4, 100 // a pull takes everything, a window 4 changes
 
-	insert := func(from, to int) {
-		for i := from; i <= to; i++ {
-			r.exec("crm", `INSERT INTO contacts (full_name, email) VALUES ($1, $2)`, fmt.Sprintf("P %d", i), fmt.Sprintf("p%d@x.com", i))
-		}
-	}
-	insert(1, 4)
+	insertContacts(r, 1, 4)
 	r.exec("crm", `UPDATE contacts SET phone = 'app' WHERE email = 'ann@x.com'`)
-	insert(5, 12)
+	insertContacts(r, 5, 12)
 	r.exec("hubspot", `UPDATE hs_contacts SET phone_number = 'hub' WHERE email = 'ann@x.com'`)
 
 	if refuse {
