@@ -146,21 +146,23 @@ func (r *syncRun) applyOnce(ctx context.Context, s *side, w window, writes []*wr
 	}
 	// The marker goes in after the writes (see sql/node/0003_marked.sql),
 	// in the statement that records the apply: one round trip for both.
-	var doc []byte
+	var doc, summary []byte
 	if s.marked && len(res.wrote) > 0 {
 		if m := marker(writes, res, r.seeding, s.Key); len(m.Writes) > 0 {
-			doc = encodeJSON(m)
+			doc, summary = encodeJSON(m), encodeJSON(m.summary())
 		}
 	}
 	// The marker's list and the result go in as JSON strings holding their
 	// text (to_jsonb of text): parsed as jsonb, the thousands of objects a
-	// bulk apply lists cost the node more than the writes.
+	// bulk apply lists cost the node more than the writes. Its summary (old)
+	// is small: a window reading the sync's own rows after it parses only
+	// the lists that may matter to it (withOwnAfter).
 	_, err = tx.Exec(ctx, `WITH marker AS (
-			INSERT INTO tandem.change_queue (table_name, op, new, origin)
-			SELECT $5, 'applied', to_jsonb($6::text), $1 WHERE $6::text IS NOT NULL)
+			INSERT INTO tandem.change_queue (table_name, op, old, new, origin)
+			SELECT $5, 'applied', $7::jsonb, to_jsonb($6::text), $1 WHERE $6::text IS NOT NULL)
 		INSERT INTO tandem.applied (sync_id, side, run_id, result) VALUES ($1, $2, $3, to_jsonb($4::text))
 		ON CONFLICT (sync_id, side) DO UPDATE SET run_id = excluded.run_id, result = excluded.result, applied_at = now()`,
-		r.cfg.ID, s.Which.String(), w.RunID, encodeJSON(res), s.Table, doc)
+		r.cfg.ID, s.Which.String(), w.RunID, encodeJSON(res), s.Table, doc, summary)
 	if err != nil {
 		return nil, fmt.Errorf("recording the apply in tandem.applied: %w", err)
 	}
@@ -522,6 +524,27 @@ type marked struct {
 // changed a row, in the order they were made.
 type markerDoc struct {
 	Writes []marked `json:"writes"`
+}
+
+// summary is the old column of an apply's marker row: the columns its
+// updates wrote, and whether it inserted or deleted rows.
+func (d markerDoc) summary() Values {
+	cols := map[string]bool{}
+	rows := false
+	for _, w := range d.Writes {
+		if w.Op != opUpdate {
+			rows = true
+			continue
+		}
+		for col := range w.Vals {
+			cols[col] = true
+		}
+	}
+	names := make([]any, 0, len(cols))
+	for _, col := range slices.Sorted(maps.Keys(cols)) {
+		names = append(names, col)
+	}
+	return Values{"cols": names, "rows": rows}
 }
 
 // marker lists what an apply wrote, for the marker row that stands for the

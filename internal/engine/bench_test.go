@@ -835,7 +835,15 @@ func appWriter(ctx context.Context, conn *pgx.Conn, rows int, tag string) int64 
 // sampled every 10ms. The engine runs in this process: peak_heap_MB is
 // the peak HeapInuse, vmhwm_MB the peak RSS of the whole test binary
 // during the sync (pgx pools and the benchmark included).
-func BenchmarkBacklogMemory(b *testing.B) {
+func BenchmarkBacklogMemory(b *testing.B) { benchBacklogMemory(b, false) }
+
+// BenchmarkBacklogMemoryBothSides: as BenchmarkBacklogMemory, half the
+// changes on each side: 5 UPDATEs of every row's phone on crm, then 5 of
+// every row's lastname on hubspot. Every window's apply puts its marker
+// after the other side's backlog.
+func BenchmarkBacklogMemoryBothSides(b *testing.B) { benchBacklogMemory(b, true) }
+
+func benchBacklogMemory(b *testing.B, bothSides bool) {
 	rows := pgtest.EnvInt("BENCH_ROWS", 100000)
 	updates := max(1, pgtest.EnvInt("BENCH_BACKLOG", 1000000)/rows)
 	for range b.N {
@@ -843,11 +851,18 @@ func BenchmarkBacklogMemory(b *testing.B) {
 		r.seed(b, rows)
 		start := time.Now()
 		var tag string
-		for i := range updates {
+		crmUpdates := updates
+		if bothSides {
+			crmUpdates = (updates + 1) / 2
+		}
+		for i := range crmUpdates {
 			tag = fmt.Sprintf("m%d-", i+1)
 			bulkUpdate(b, r, rows, tag)
 		}
-		b.Logf("%d changes made on crm in %s", updates*rows, time.Since(start).Round(time.Millisecond))
+		for i := range updates - crmUpdates {
+			r.exec(b, r.hub, "UPDATE hs_contacts SET lastname = $1 || id", fmt.Sprintf("h%d-", i+1))
+		}
+		b.Logf("%d changes made (%d on crm) in %s", updates*rows, crmUpdates*rows, time.Since(start).Round(time.Millisecond))
 		r.settle(b)
 
 		runtime.GC()
