@@ -54,7 +54,8 @@ func (r *syncRun) finish(ctx context.Context, w window, p *plan, results [2]*app
 			return err
 		}
 		if _, err := tx.Exec(ctx, `UPDATE tandem.sync_state SET source_through = $2, target_through = $3,
-			pending_run = NULL, pending_source_through = NULL, pending_target_through = NULL, last_error = NULL,
+			pending_run = NULL, pending_source_through = NULL, pending_target_through = NULL,
+			pending_source_own = NULL, pending_target_own = NULL, last_error = NULL,
 			initial_after = CASE WHEN initial_phase IS NULL THEN initial_after ELSE coalesce(pending_initial_upto, initial_after) END,
 			initial_done = initial_done + $4,
 			pending_initial_upto = NULL

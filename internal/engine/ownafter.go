@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
+
+	"github.com/tandem-sync/tandem/internal/mapping"
 )
 
 // A window stops at its size, but an apply of the sync may have written a
@@ -12,7 +15,8 @@ import (
 // the entities the window's application changes wrote, the rows after the
 // window up to the sync's last own row when it was cut (the application's
 // and the sync's) are read, and for each column the window's application
-// wrote (and its own writes did not overwrite):
+// wrote (and its own writes did not overwrite), taking, as collapse does,
+// an own write of the value the column already held for no write:
 //
 //   - an own write that comes first to it overwrote it: that write is added
 //     to the window's changes, after them, as the echo it is, exactly as if
@@ -21,7 +25,8 @@ import (
 //     an own write may have overwritten, and the window that holds that
 //     write records it; but if the last write to the column there is an
 //     own one, the side holds the sync's value, not the window's: the
-//     window does not send its value on (a created row takes the sync's).
+//     window does not send its value on (a row it creates takes the
+//     sync's value), and records nothing.
 //
 // Nothing after the window is consumed: each row there is read again by
 // the window that holds it.
@@ -30,17 +35,21 @@ import (
 // entity and the window's own writes did not overwrite: columns, and
 // whether the row itself was created or deleted.
 type pendingWrite struct {
-	cols    map[string]*columnFate
-	row     bool
-	created bool
-	rowOwn  *change // the first later row write, if the sync's: an insert or delete
-	rowSeen bool
+	cols map[string]*columnFate
+	row  bool // the application's last insert or delete of it
+	// existed and created as collapse has them at the window's end.
+	existed, created bool
+	rowOwn           *change // the first later row write, if the sync's: an insert or delete
+	rowSeen          bool
 }
 
 // columnFate is what later rows did to one column a window's application
-// wrote.
+// wrote: its value as last written (nil once deleted), and the first and
+// last later writes that changed it (nil: none).
 type columnFate struct {
-	first, last *change // the first and last later writes to it (nil: none)
+	cur         any
+	first, last *change
+	since       int // the first of the window's changes that wrote the value
 }
 
 // pendingWrites folds a window's changes into what its application changes
@@ -54,27 +63,36 @@ func pendingWrites(changes []change, self string) map[string]*pendingWrite {
 		}
 		p := out[c.Key]
 		if p == nil {
-			p = &pendingWrite{cols: map[string]*columnFate{}}
+			p = &pendingWrite{cols: map[string]*columnFate{}, existed: c.Op != opInsert}
 			out[c.Key] = p
 		}
 		switch {
-		case c.Origin == self && c.Op == opUpdate:
-			for col := range c.New {
-				delete(p.cols, col)
-			}
 		case c.Origin == self:
+			p.existed = p.existed || c.Op != opDelete
+			if c.Op == opUpdate {
+				for col, v := range c.New {
+					if f := p.cols[col]; f != nil && !mapping.Equal(v, f.cur) {
+						delete(p.cols, col) // overwritten: collapse records it
+					}
+				}
+				break
+			}
 			clear(p.cols)
 			p.row, p.created = false, false
 		case c.Op == opUpdate:
-			for col := range c.New {
-				p.cols[col] = &columnFate{}
+			for col, v := range c.New {
+				if f := p.cols[col]; f != nil {
+					f.cur = v
+				} else {
+					p.cols[col] = &columnFate{cur: v, since: i}
+				}
 			}
 		default: // an application's insert or delete
 			clear(p.cols)
-			for col := range c.New {
-				p.cols[col] = &columnFate{}
+			for col, v := range c.New {
+				p.cols[col] = &columnFate{cur: v, since: i}
 			}
-			p.row, p.created = true, c.Op == opInsert
+			p.row, p.created = true, c.Op == opInsert && !p.existed
 		}
 	}
 	for k, p := range out {
@@ -96,15 +114,17 @@ func (r *syncRun) withOwnAfter(ctx context.Context, s *side, changes []change, t
 	if len(pending) == 0 {
 		return changes, nil
 	}
-	keys := make([]string, 0, len(pending))
-	for k := range pending {
-		keys = append(keys, k)
-	}
-	later, err := r.readLater(ctx, s, keys, through, own)
+	later, err := r.readLater(ctx, s, pending, through, own)
 	if err != nil {
 		return nil, err
 	}
 	r.e.test.readAfter.Add(1)
+	return settleLater(changes, pending, later, r.cfg.ID), nil
+}
+
+// settleLater returns the window's changes with what the later rows (in
+// capture order, of the entities in pending) say about them.
+func settleLater(changes []change, pending map[string]*pendingWrite, later []change, self string) []change {
 	for i := range later {
 		c := &later[i]
 		p := pending[c.Key]
@@ -113,23 +133,28 @@ func (r *syncRun) withOwnAfter(ctx context.Context, s *side, changes []change, t
 		}
 		if c.Op != opUpdate && !p.rowSeen {
 			p.rowSeen = true
-			if p.row && c.Origin == r.cfg.ID {
+			if p.row && c.Origin == self {
 				p.rowOwn = c
 			}
 		}
 		for col, f := range p.cols {
-			if _, ok := c.New[col]; ok || c.Op != opUpdate {
-				if f.first == nil {
-					f.first = c
-				}
-				f.last = c
+			v, ok := c.New[col]
+			switch {
+			case c.Op == opUpdate && !ok:
+				continue
+			case c.Op == opUpdate && c.Origin == self && mapping.Equal(v, f.cur):
+				continue // no change to it: no write
 			}
+			if f.first == nil {
+				f.first = c
+			}
+			f.last, f.cur = c, v
 		}
 	}
-	// The own writes to add, each with the columns it comes first to (or
-	// last to, for a row created), in their order.
+	// The own writes to add, each with the columns it comes first to, in
+	// their order; the columns whose value the window does not send on.
 	add := map[*change]Values{}
-	drop := map[string][]string{} // key: columns the window does not send on
+	fix := map[string]Values{} // by key: column, the sync's value there
 	for k, p := range pending {
 		if p.rowOwn != nil {
 			add[p.rowOwn] = nil
@@ -137,18 +162,18 @@ func (r *syncRun) withOwnAfter(ctx context.Context, s *side, changes []change, t
 		for col, f := range p.cols {
 			switch {
 			case f.first == nil:
-			case f.first.Origin == r.cfg.ID:
+			case f.first.Origin == self:
 				addColumn(add, f.first, col)
-			case f.last.Origin != r.cfg.ID:
-			case p.created:
-				addColumn(add, f.last, col)
-			default:
-				drop[k] = append(drop[k], col)
+			case f.last.Origin == self:
+				if fix[k] == nil {
+					fix[k] = Values{}
+				}
+				fix[k][col] = f.cur
 			}
 		}
 	}
-	if len(drop) > 0 {
-		changes = dropColumns(changes, drop, r.cfg.ID)
+	if len(fix) > 0 {
+		changes = fixColumns(changes, pending, fix, self)
 	}
 	for i := range later {
 		c := &later[i]
@@ -161,7 +186,7 @@ func (r *syncRun) withOwnAfter(ctx context.Context, s *side, changes []change, t
 		}
 		changes = append(changes, *c)
 	}
-	return changes, nil
+	return changes
 }
 
 // addColumn adds column col of own write c to what is added.
@@ -176,73 +201,114 @@ func addColumn(add map[*change]Values, c *change, col string) {
 	add[c][col] = c.New[col]
 }
 
-// dropColumns returns changes without the application's updates to the
-// columns drop names per key after the window's last own write to them
-// (an update left writing nothing is dropped). Earlier updates stay: an
-// own write in the window overwrote them, a conflict it records.
-func dropColumns(changes []change, drop map[string][]string, self string) []change {
-	active := make(map[string]map[string]bool, len(drop))
-	for k, cols := range drop {
-		active[k] = make(map[string]bool, len(cols))
-		for _, col := range cols {
-			active[k][col] = true
-		}
-	}
-	keep := make([]bool, len(changes))
-	for i := len(changes) - 1; i >= 0; i-- {
-		c := &changes[i]
-		keep[i] = true
-		cols := active[c.Key]
-		if len(cols) == 0 {
-			continue
-		}
-		switch {
-		case c.Origin == self && c.Op == opUpdate:
-			for col := range c.New {
-				delete(cols, col)
-			}
-		case c.Op != opUpdate: // an own insert or delete, or the application's
-			clear(cols)
-		default:
-			c.New, c.Old = maps.Clone(c.New), maps.Clone(c.Old)
-			for col := range cols {
-				delete(c.New, col)
-				delete(c.Old, col)
-			}
-			keep[i] = len(c.New) > 0
-		}
-	}
+// fixColumns returns changes with the application's writes to the
+// columns fix names per key, since the window's last own write that
+// changed them, taken out (an update left writing nothing is dropped), or,
+// in the insert of a row the window creates, set to the sync's value
+// there. Earlier writes stay: an own write in the window overwrote them, a
+// conflict it records.
+func fixColumns(changes []change, pending map[string]*pendingWrite, fix map[string]Values, self string) []change {
 	out := changes[:0:0]
 	for i, c := range changes {
-		if keep[i] {
+		vals := fix[c.Key]
+		if vals == nil || c.Origin == self || c.Op == opDelete || c.Op == opTruncate {
+			out = append(out, c)
+			continue
+		}
+		p := pending[c.Key]
+		c.New, c.Old = maps.Clone(c.New), maps.Clone(c.Old)
+		for col, v := range vals {
+			if i < p.cols[col].since {
+				continue
+			}
+			if c.Op == opInsert && p.created && v != nil {
+				c.New[col] = v // the row to create elsewhere is the row as it is here
+				continue
+			}
+			delete(c.New, col)
+			delete(c.Old, col)
+		}
+		if c.Op != opUpdate || len(c.New) > 0 {
 			out = append(out, c)
 		}
 	}
 	return out
 }
 
-// readLater reads side s's changes of the entities keys (key texts) in
-// change_log ids (through, own], in order: the application's (with only
-// the names of the columns an update wrote) and the sync's own, a
-// marker's writes to those entities each as the echo the trigger would
-// have captured.
-func (r *syncRun) readLater(ctx context.Context, s *side, keys []string, through, own int64) ([]change, error) {
+// readLater reads side s's rows after its window, up to own, that may
+// decide the fate of what pending holds: the sync's own writes to those
+// entities that write one of its columns (or a whole row), a marker's each
+// as the echo the trigger would have captured, then, for the entities
+// some of them wrote and up to the last of them, the application's
+// changes that do the same, all in capture order. An own write to columns the window's
+// application did not write (the other side's fields of a two-sided
+// backlog) reads no application row.
+func (r *syncRun) readLater(ctx context.Context, s *side, pending map[string]*pendingWrite, through, own int64) ([]change, error) {
+	keys := make([]string, 0, len(pending))
+	colSet := map[string]bool{}
+	for k, p := range pending {
+		keys = append(keys, k)
+		for col := range p.cols {
+			colSet[col] = true
+		}
+	}
+	cols := slices.Sorted(maps.Keys(colSet))
 	// A marker's list is the text of a JSON string (earlier versions: an
-	// object); its writes are in the order they were made.
-	rows, err := r.e.Control.Query(ctx, `SELECT c.id, 0 AS n, c.op, c.keys,
-			CASE WHEN c.origin = $5 THEN c.new #>> '{}' END,
-			CASE WHEN c.origin IS DISTINCT FROM $5 AND c.op = 'update' THEN ARRAY(SELECT jsonb_object_keys(c.new)) END,
-			c.captured_at, coalesce(c.origin, '')
+	// object); its writes are in the order they were made. Its summary
+	// (old; none from earlier versions) says whether it may write a column
+	// of cols or a whole row, without parsing the list.
+	mine, err := r.scanLater(ctx, s, `SELECT c.id, 0 AS n, c.op, c.keys, c.new #>> '{}', c.captured_at, c.origin
 		FROM tandem.change_log c JOIN unnest($6::jsonb[]) k(key) ON c.keys = k.key
-		WHERE c.node = $1 AND c.table_name = $2 AND c.id > $3 AND c.id <= $4 AND c.op <> 'applied'
+		WHERE c.node = $1 AND c.table_name = $2 AND c.origin = $5 AND c.id > $3 AND c.id <= $4 AND c.op <> 'applied'
+		  AND (c.op <> 'update' OR c.new ?| $7)
 		UNION ALL
-		SELECT c.id, w.n, w.value ->> 'op', w.value -> 'key', (w.value -> 'vals')::text, NULL, c.captured_at, c.origin
+		SELECT c.id, w.n, w.value ->> 'op', w.value -> 'key', (w.value -> 'vals')::text, c.captured_at, c.origin
 		FROM tandem.change_log c
 		CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(c.new) = 'string' THEN (c.new #>> '{}')::jsonb ELSE c.new END -> 'writes')
 			WITH ORDINALITY w(value, n)
 		JOIN unnest($6::jsonb[]) k(key) ON w.value -> 'key' = k.key
 		WHERE c.node = $1 AND c.table_name = $2 AND c.origin = $5 AND c.op = 'applied' AND c.id > $3 AND c.id <= $4
-		ORDER BY 1, 2`, s.Node, s.Table, through, own, r.cfg.ID, keys)
+		  AND (c.old IS NULL OR (c.old ->> 'rows')::boolean OR c.old -> 'cols' ?| $7)
+		  AND (w.value ->> 'op' <> 'update' OR w.value -> 'vals' ?| $7)
+		ORDER BY 1, 2`, s.Node, s.Table, through, own, r.cfg.ID, keys, cols)
+	if err != nil || len(mine) == 0 {
+		return nil, err
+	}
+	written := map[string]bool{}
+	keys, last := keys[:0], through
+	for _, c := range mine {
+		if !written[c.Key] {
+			written[c.Key] = true
+			keys = append(keys, c.Key)
+		}
+		last = max(last, c.ID)
+	}
+	theirs, err := r.scanLater(ctx, s, `SELECT c.id, 0, c.op, c.keys, c.new #>> '{}', c.captured_at, coalesce(c.origin, '')
+		FROM tandem.change_log c JOIN unnest($6::jsonb[]) k(key) ON c.keys = k.key
+		WHERE c.node = $1 AND c.table_name = $2 AND c.origin IS DISTINCT FROM $5 AND c.id > $3 AND c.id <= $4
+		  AND c.op IN ('insert', 'update', 'delete') AND (c.op <> 'update' OR c.new ?| $7)
+		ORDER BY c.id`, s.Node, s.Table, through, last, r.cfg.ID, keys, cols)
+	if err != nil {
+		return nil, err
+	}
+	// Both in capture order; an application row and an own one never
+	// share an id.
+	out := make([]change, 0, len(mine)+len(theirs))
+	for len(mine) > 0 || len(theirs) > 0 {
+		if len(theirs) == 0 || len(mine) > 0 && mine[0].ID < theirs[0].ID {
+			out, mine = append(out, mine[0]), mine[1:]
+		} else {
+			out, theirs = append(out, theirs[0]), theirs[1:]
+		}
+	}
+	return out, nil
+}
+
+// scanLater runs a query of readLater and decodes its rows: id, position
+// in a marker, op, key, values (own rows), names of the columns an update
+// wrote (application rows), capture time, origin.
+func (r *syncRun) scanLater(ctx context.Context, s *side, query string, args ...any) ([]change, error) {
+	rows, err := r.e.Control.Query(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("control: reading changes of %s on node %s after the window: %w", s.Table, s.Node, err)
 	}
@@ -252,22 +318,14 @@ func (r *syncRun) readLater(ctx context.Context, s *side, keys []string, through
 		var c change
 		var n int64
 		var keyB, newB []byte
-		var cols []string
-		if err := rows.Scan(&c.ID, &n, &c.Op, &keyB, &newB, &cols, &c.CapturedAt, &c.Origin); err != nil {
+		if err := rows.Scan(&c.ID, &n, &c.Op, &keyB, &newB, &c.CapturedAt, &c.Origin); err != nil {
 			return nil, fmt.Errorf("control: reading changes of %s on node %s after the window: %w", s.Table, s.Node, err)
 		}
 		if c.KeyVals, c.Key, err = decodeKey(keyB); err != nil {
 			return nil, fmt.Errorf("change_log %d: keys: %w", c.ID, err)
 		}
-		if c.Origin == r.cfg.ID {
-			if c.New, err = decodeFlat(newB); err != nil {
-				return nil, fmt.Errorf("change_log %d: new: %w", c.ID, err)
-			}
-		} else if cols != nil {
-			c.New = make(Values, len(cols))
-			for _, col := range cols {
-				c.New[col] = nil // only the names matter
-			}
+		if c.New, err = decodeFlat(newB); err != nil {
+			return nil, fmt.Errorf("change_log %d: new: %w", c.ID, err)
 		}
 		out = append(out, c)
 	}

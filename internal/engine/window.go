@@ -121,7 +121,8 @@ func (r *syncRun) planWindow(ctx context.Context, trigger string, retry bool) (w
 					INSERT INTO tandem.sync_runs (sync_id, trigger, source_from, source_through, target_from, target_through)
 					VALUES ($1, $5, $2, $2, $3, $3) RETURNING id)
 				UPDATE tandem.sync_state SET pending_run = run.id, pending_source_through = $2,
-					pending_target_through = $3, pending_initial_upto = $4, checked_at = now() FROM run WHERE sync_id = $1 RETURNING run.id`,
+					pending_target_through = $3, pending_source_own = $2, pending_target_own = $3,
+					pending_initial_upto = $4, checked_at = now() FROM run WHERE sync_id = $1 RETURNING run.id`,
 				r.cfg.ID, w.SourceFrom, w.TargetFrom, chunk, seedTrigger).Scan(&w.RunID)
 		}
 		if err = r.windowEnds(ctx, tx, &w); err != nil {
