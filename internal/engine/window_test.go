@@ -12,9 +12,9 @@ import (
 // an application's update of Ann, 8 more inserts. The first window sets
 // Ann's phone from hubspot on crm, over the application's value; that
 // apply's marker comes after the whole backlog. The window holding the
-// application's update also holds the marker (it stretches to it): the
-// update, overwritten by the apply, is a conflict the apply won, not a
-// change sent to hubspot.
+// application's update reads the marker after it: the update, overwritten
+// by the apply, is a conflict the apply won, not a change sent to
+// hubspot.
 func TestOverwrittenWriteFarBeforeTheApplysMarker(t *testing.T) {
 	t.Parallel()
 	windowBeforeOwnRows(t, false)
