@@ -34,6 +34,10 @@ type change struct {
 	Old, New   Values
 	CapturedAt time.Time
 	Origin     string
+	// Quiet: one of the sync's own writes after the window, added to say
+	// what the side holds now (withOwnAfter), whose overwrite of an
+	// application write a later window records, if any: it records none.
+	Quiet bool
 }
 
 // Net ops: what a side's changes to one entity amount to.
@@ -159,7 +163,7 @@ func (n *netChange) echo(c *change) {
 	n.existed = n.existed || c.Op != opDelete
 	switch c.Op {
 	case opInsert, opDelete:
-		if n.Op != netNone {
+		if n.Op != netNone && !c.Quiet {
 			n.Lost = append(n.Lost, lostWrite{Lost: n.Vals, Kept: c.New, At: n.Last})
 		}
 		n.Op, n.Created, n.Vals, n.Old = netNone, false, nil, nil
@@ -182,7 +186,7 @@ func (n *netChange) echo(c *change) {
 				delete(n.At, col)
 			}
 		}
-		if len(lost) > 0 {
+		if len(lost) > 0 && !c.Quiet {
 			n.Lost = append(n.Lost, lostWrite{Lost: lost, Kept: kept, At: n.Last})
 		}
 		if !n.Created && len(n.Vals) == 0 {

@@ -14,46 +14,48 @@ import (
 // backlog on the side, the apply's marker comes after all of it. So for
 // the entities the window's application changes wrote, the rows after the
 // window up to the sync's last own row when it was cut (the application's
-// and the sync's) are read, and for each column the window's application
-// wrote (and its own writes did not overwrite), taking, as collapse does,
-// an own write of the value the column already held for no write:
+// and the sync's) are read, and for each column the window holds a value
+// of (the application's, or the sync's in a row the window creates),
+// taking, as collapse does, an own write of the value a column already
+// holds for no write:
 //
-//   - an own write that comes first to it overwrote it: that write is added
-//     to the window's changes, after them, as the echo it is, exactly as if
-//     the window held it (a conflict the apply won; not sent on);
-//   - if the application wrote it again first, its later write is the one
-//     an own write may have overwritten, and the window that holds that
-//     write records it; but if the last write to the column there is an
-//     own one, the side holds the sync's value, not the window's: the
-//     window does not send its value on (a row it creates takes the
-//     sync's value), and records nothing.
+//   - an own write that comes first to a column holding the application's
+//     value overwrote it: it is added to the window's changes, after them,
+//     as the echo it is, exactly as if the window held it (a conflict the
+//     apply won; the value is not sent on);
+//   - when the last write to the column there is an own one, the side
+//     holds the sync's value: it is added too, quietly (collapse records
+//     no loss for it): the window does not send its own value on, and a
+//     row it creates takes the sync's. If the application wrote the column
+//     in between, the window holding that write records its loss.
 //
-// Nothing after the window is consumed: each row there is read again by
-// the window that holds it.
+// The same goes for the row: the window's insert or delete followed first
+// by an own insert or delete is overwritten; followed last by one, it is
+// no longer what the side holds. Nothing after the window is consumed:
+// each row there is read again by the window that holds it.
 
-// pendingWrite is what the window's application changes wrote to one
-// entity and the window's own writes did not overwrite: columns, and
-// whether the row itself was created or deleted.
+// pendingWrite is what one entity's changes in a window leave that later
+// rows may overwrite: columns, and the row itself if the application
+// inserted or deleted it last.
 type pendingWrite struct {
 	cols map[string]*columnFate
-	row  bool // the application's last insert or delete of it
+	row  bool
 	// existed and created as collapse has them at the window's end.
-	existed, created bool
-	rowOwn           *change // the first later row write, if the sync's: an insert or delete
-	rowSeen          bool
+	existed, created  bool
+	rowFirst, rowLast *change // the first and last later inserts or deletes
 }
 
-// columnFate is what later rows did to one column a window's application
-// wrote: its value as last written (nil once deleted), and the first and
-// last later writes that changed it (nil: none).
+// columnFate is one column's value at the window's end (cur, app: the
+// application's, or else the sync's) and what later rows did to it: the
+// first and last writes that changed it (nil: none), and cur after them.
 type columnFate struct {
 	cur         any
+	app         bool
 	first, last *change
-	since       int // the first of the window's changes that wrote the value
 }
 
-// pendingWrites folds a window's changes into what its application changes
-// wrote and the window's own writes have not overwritten yet, per entity.
+// pendingWrites folds a window's changes into what later rows may
+// overwrite, per entity.
 func pendingWrites(changes []change, self string) map[string]*pendingWrite {
 	out := map[string]*pendingWrite{}
 	for i := range changes {
@@ -67,30 +69,30 @@ func pendingWrites(changes []change, self string) map[string]*pendingWrite {
 			out[c.Key] = p
 		}
 		switch {
+		case c.Origin == self && c.Op == opUpdate:
+			p.existed = true
+			for col, v := range c.New {
+				f := p.cols[col]
+				switch {
+				case f == nil || mapping.Equal(v, f.cur):
+				case p.created: // the row to create elsewhere is the row as it is here
+					f.cur, f.app = v, false
+				default: // overwritten: collapse records it
+					delete(p.cols, col)
+				}
+			}
 		case c.Origin == self:
 			p.existed = p.existed || c.Op != opDelete
-			if c.Op == opUpdate {
-				for col, v := range c.New {
-					if f := p.cols[col]; f != nil && !mapping.Equal(v, f.cur) {
-						delete(p.cols, col) // overwritten: collapse records it
-					}
-				}
-				break
-			}
 			clear(p.cols)
 			p.row, p.created = false, false
 		case c.Op == opUpdate:
 			for col, v := range c.New {
-				if f := p.cols[col]; f != nil {
-					f.cur = v
-				} else {
-					p.cols[col] = &columnFate{cur: v, since: i}
-				}
+				p.cols[col] = &columnFate{cur: v, app: true}
 			}
 		default: // an application's insert or delete
 			clear(p.cols)
 			for col, v := range c.New {
-				p.cols[col] = &columnFate{cur: v, since: i}
+				p.cols[col] = &columnFate{cur: v, app: true}
 			}
 			p.row, p.created = true, c.Op == opInsert && !p.existed
 		}
@@ -122,8 +124,18 @@ func (r *syncRun) withOwnAfter(ctx context.Context, s *side, changes []change, t
 	return settleLater(changes, pending, later, r.cfg.ID), nil
 }
 
-// settleLater returns the window's changes with what the later rows (in
-// capture order, of the entities in pending) say about them.
+// echoAdded is what of one own write after the window is added: of an
+// update, the columns whose loss it records and the columns it sets
+// quietly; an insert or delete is added whole, quietly unless it
+// overwrote something of the window's.
+type echoAdded struct {
+	loud, quiet Values
+	loudRow     bool
+}
+
+// settleLater returns the window's changes followed by the own writes of
+// later (in capture order, of the entities in pending) that say what
+// became of them.
 func settleLater(changes []change, pending map[string]*pendingWrite, later []change, self string) []change {
 	for i := range later {
 		c := &later[i]
@@ -131,19 +143,16 @@ func settleLater(changes []change, pending map[string]*pendingWrite, later []cha
 		if p == nil {
 			continue
 		}
-		if c.Op != opUpdate && !p.rowSeen {
-			p.rowSeen = true
-			if p.row && c.Origin == self {
-				p.rowOwn = c
+		if c.Op != opUpdate {
+			if p.rowFirst == nil {
+				p.rowFirst = c
 			}
+			p.rowLast = c
 		}
 		for col, f := range p.cols {
 			v, ok := c.New[col]
-			switch {
-			case c.Op == opUpdate && !ok:
-				continue
-			case c.Op == opUpdate && c.Origin == self && mapping.Equal(v, f.cur):
-				continue // no change to it: no write
+			if c.Op == opUpdate && (!ok || c.Origin == self && mapping.Equal(v, f.cur)) {
+				continue // not written, or not changed: no write
 			}
 			if f.first == nil {
 				f.first = c
@@ -151,88 +160,66 @@ func settleLater(changes []change, pending map[string]*pendingWrite, later []cha
 			f.last, f.cur = c, v
 		}
 	}
-	// The own writes to add, each with the columns it comes first to, in
-	// their order; the columns whose value the window does not send on.
-	add := map[*change]Values{}
-	fix := map[string]Values{} // by key: column, the sync's value there
-	for k, p := range pending {
-		if p.rowOwn != nil {
-			add[p.rowOwn] = nil
+	added := map[*change]*echoAdded{}
+	add := func(c *change, col string, loud bool) {
+		a := added[c]
+		if a == nil {
+			a = &echoAdded{}
+			added[c] = a
 		}
-		for col, f := range p.cols {
-			switch {
-			case f.first == nil:
-			case f.first.Origin == self:
-				addColumn(add, f.first, col)
-			case f.last.Origin == self:
-				if fix[k] == nil {
-					fix[k] = Values{}
-				}
-				fix[k][col] = f.cur
+		switch {
+		case c.Op != opUpdate:
+			a.loudRow = a.loudRow || loud
+		case loud:
+			if a.loud == nil {
+				a.loud = Values{}
 			}
+			a.loud[col] = c.New[col]
+		default:
+			if a.quiet == nil {
+				a.quiet = Values{}
+			}
+			a.quiet[col] = c.New[col]
 		}
 	}
-	if len(fix) > 0 {
-		changes = fixColumns(changes, pending, fix, self)
+	for _, p := range pending {
+		for col, f := range p.cols {
+			loud := f.first != nil && f.first.Origin == self && f.app
+			if loud {
+				add(f.first, col, true)
+			}
+			if f.last != nil && f.last.Origin == self && (!loud || f.last != f.first) {
+				add(f.last, col, false)
+			}
+		}
+		switch {
+		case !p.row || p.rowFirst == nil:
+		case p.rowFirst.Origin == self:
+			add(p.rowFirst, "", true)
+		case p.rowLast.Origin == self:
+			add(p.rowLast, "", false)
+		}
 	}
 	for i := range later {
-		c := &later[i]
-		vals, ok := add[c]
-		if !ok {
-			continue
+		c := later[i]
+		a := added[&later[i]]
+		switch {
+		case a == nil:
+		case c.Op != opUpdate:
+			c.Quiet = !a.loudRow
+			changes = append(changes, c)
+		default:
+			if a.loud != nil {
+				c.New = a.loud
+				changes = append(changes, c)
+			}
+			if a.quiet != nil {
+				c.New, c.Quiet = a.quiet, true
+				changes = append(changes, c)
+			}
 		}
-		if c.Op == opUpdate {
-			c.New = vals
-		}
-		changes = append(changes, *c)
 	}
 	return changes
-}
-
-// addColumn adds column col of own write c to what is added.
-func addColumn(add map[*change]Values, c *change, col string) {
-	if c.Op != opUpdate {
-		add[c] = nil // an insert or delete is added whole
-		return
-	}
-	if add[c] == nil {
-		add[c] = Values{}
-	}
-	add[c][col] = c.New[col]
-}
-
-// fixColumns returns changes with the application's writes to the
-// columns fix names per key, since the window's last own write that
-// changed them, taken out (an update left writing nothing is dropped), or,
-// in the insert of a row the window creates, set to the sync's value
-// there. Earlier writes stay: an own write in the window overwrote them, a
-// conflict it records.
-func fixColumns(changes []change, pending map[string]*pendingWrite, fix map[string]Values, self string) []change {
-	out := changes[:0:0]
-	for i, c := range changes {
-		vals := fix[c.Key]
-		if vals == nil || c.Origin == self || c.Op == opDelete || c.Op == opTruncate {
-			out = append(out, c)
-			continue
-		}
-		p := pending[c.Key]
-		c.New, c.Old = maps.Clone(c.New), maps.Clone(c.Old)
-		for col, v := range vals {
-			if i < p.cols[col].since {
-				continue
-			}
-			if c.Op == opInsert && p.created && v != nil {
-				c.New[col] = v // the row to create elsewhere is the row as it is here
-				continue
-			}
-			delete(c.New, col)
-			delete(c.Old, col)
-		}
-		if c.Op != opUpdate || len(c.New) > 0 {
-			out = append(out, c)
-		}
-	}
-	return out
 }
 
 // readLater reads side s's rows after its window, up to own, that may
