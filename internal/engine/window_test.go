@@ -50,11 +50,7 @@ func TestWriteReplacedBeforeAnApplyAfterTheWindow(t *testing.T) {
 
 	r.run("contacts")
 	r.idle("contacts")
-	require.Equal(t, []string{"hub"}, r.rows("crm", `SELECT phone FROM contacts WHERE email = 'ann@x.com'`))
-	require.Equal(t, []string{"hub"}, r.rows("hubspot", `SELECT phone_number FROM hs_contacts WHERE email = 'ann@x.com'`))
-	require.Equal(t, 9, r.nodeInt("hubspot", `SELECT count(*) FROM hs_contacts`))
-	require.Equal(t, []string{`concurrent_apply|"a2"|"hub"`},
-		r.ctlRows(`SELECT kind || '|' || (lost -> 'source' -> 'phone')::text || '|' || (kept -> 'source' -> 'phone')::text FROM tandem.sync_conflicts`))
+	requireAnnSettledOnHub(t, r, 9, "a2")
 	requireWindowsAtMost(t, r, 4)
 }
 
@@ -119,9 +115,17 @@ func windowBeforeOwnRows(t *testing.T, refuse bool) {
 	}
 	r.run("contacts")
 	r.idle("contacts")
+	requireAnnSettledOnHub(t, r, 13, "app")
+}
+
+// requireAnnSettledOnHub: both sides hold hubspot's phone for Ann, hubspot
+// holds rows contacts, and the one conflict recorded is crm's phone lost
+// (an application write the apply overwrote) to hubspot's.
+func requireAnnSettledOnHub(t *testing.T, r *rig, rows int, lost string) {
+	t.Helper()
 	require.Equal(t, []string{"hub"}, r.rows("crm", `SELECT phone FROM contacts WHERE email = 'ann@x.com'`))
 	require.Equal(t, []string{"hub"}, r.rows("hubspot", `SELECT phone_number FROM hs_contacts WHERE email = 'ann@x.com'`))
-	require.Equal(t, 13, r.nodeInt("hubspot", `SELECT count(*) FROM hs_contacts`))
-	require.Equal(t, []string{`concurrent_apply|"app"|"hub"`},
+	require.Equal(t, rows, r.nodeInt("hubspot", `SELECT count(*) FROM hs_contacts`))
+	require.Equal(t, []string{`concurrent_apply|"` + lost + `"|"hub"`},
 		r.ctlRows(`SELECT kind || '|' || (lost -> 'source' -> 'phone')::text || '|' || (kept -> 'source' -> 'phone')::text FROM tandem.sync_conflicts`))
 }
