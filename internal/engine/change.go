@@ -175,8 +175,11 @@ func (n *netChange) echo(c *change) {
 		lost, kept := Values{}, Values{}
 		for col, v := range c.New {
 			old, ok := n.Vals[col]
-			if !ok || mapping.Equal(old, v) {
-				continue // not written by the application, or not changed by the apply
+			if !ok || !c.Quiet && mapping.Equal(old, v) {
+				// Not written by the application, or not changed by the apply
+				// (a quiet echo says the side holds the sync's value, after an
+				// application write of another: the column goes, equal or not).
+				continue
 			}
 			lost[col], kept[col] = old, v
 			if n.Created {

@@ -61,6 +61,11 @@ func TestSettleLater(t *testing.T) {
 		later:  []change{own(opUpdate, Values{"phone": "z"})},
 		op:     netNone, lost: []lostWrite{lost(Values{"phone": "a1"}, Values{"phone": "hub"})}, untouchedLater: true,
 	}, {
+		name:   "the sync writes back the window's value after the application's next: not sent",
+		window: []change{app(opUpdate, Values{"phone": "X"})},
+		later:  []change{app(opUpdate, Values{"phone": "Y"}), own(opUpdate, Values{"phone": "X"})},
+		op:     netNone,
+	}, {
 		name:   "the sync first, the application last: a conflict, and the later write goes in its own window",
 		window: []change{app(opUpdate, Values{"phone": "a1"})},
 		later:  []change{own(opUpdate, Values{"phone": "hub"}), app(opUpdate, Values{"phone": "a3"})},
@@ -174,6 +179,14 @@ func TestSettleLaterKeepsTheSidesInStep(t *testing.T) {
 						}
 					}
 					for _, n := range collapse(mapping.Source, w, self) {
+						if !n.Created && h.lastOwn >= end {
+							for col := range n.Vals {
+								if h.lastWriterOwn(col, end) {
+									t.Fatalf("seed %d (full rows %v), windows %v: the window ending at %d sends %s=%v, which the side no longer holds: the sync wrote it last\n%s",
+										seed, fullRows, windows, end, col, n.Vals[col], h)
+								}
+							}
+						}
 						other, present = applyNet(other, present, n, h.final)
 						for col, v := range n.Vals {
 							sent = append(sent, col+"="+fmt.Sprint(v))
@@ -304,6 +317,30 @@ func (h history) unreplaced() []string {
 		}
 	}
 	return out
+}
+
+// lastWriterOwn reports whether the last change to col after the first
+// end changes, up to the last own one, is the sync's (an own update of
+// the value the column held is no change).
+func (h history) lastWriterOwn(col string, end int) bool {
+	cur := maps.Clone(h.start)
+	own := false
+	for i, c := range h.changes[:h.lastOwn+1] {
+		v, ok := c.New[col]
+		changed := c.Op != opUpdate || ok && (c.Origin != "s" || fmt.Sprint(v) != fmt.Sprint(cur[col]))
+		if i >= end && changed {
+			own = c.Origin == "s"
+		}
+		switch c.Op {
+		case opInsert:
+			cur = maps.Clone(c.New)
+		case opDelete:
+			cur = nil
+		default:
+			maps.Copy(cur, c.New)
+		}
+	}
+	return own
 }
 
 func (h history) String() string {
