@@ -38,6 +38,10 @@ type change struct {
 	// what the side holds now (withOwnAfter), whose overwrite of an
 	// application write a later window records, if any: it records none.
 	Quiet bool
+	// LostOnly: such an insert or delete overwrote only these columns of
+	// the window's (the application replaced the others first): the loss
+	// it records is of them (nil: the whole row).
+	LostOnly []string
 }
 
 // Net ops: what a side's changes to one entity amount to.
@@ -164,7 +168,16 @@ func (n *netChange) echo(c *change) {
 	switch c.Op {
 	case opInsert, opDelete:
 		if n.Op != netNone && !c.Quiet {
-			n.Lost = append(n.Lost, lostWrite{Lost: n.Vals, Kept: c.New, At: n.Last})
+			lost := n.Vals
+			if c.LostOnly != nil {
+				lost = Values{}
+				for _, col := range c.LostOnly {
+					if v, ok := n.Vals[col]; ok {
+						lost[col] = v
+					}
+				}
+			}
+			n.Lost = append(n.Lost, lostWrite{Lost: lost, Kept: c.New, At: n.Last})
 		}
 		n.Op, n.Created, n.Vals, n.Old = netNone, false, nil, nil
 		clear(n.At)

@@ -131,6 +131,10 @@ func (r *syncRun) withOwnAfter(ctx context.Context, s *side, changes []change, t
 type echoAdded struct {
 	loud, quiet Values
 	loudRow     bool
+	// loudCols: the columns an insert or delete comes first to, when not
+	// the window's row itself (wholeRow).
+	loudCols map[string]bool
+	wholeRow bool
 }
 
 // settleLater returns the window's changes followed by the own writes of
@@ -168,8 +172,14 @@ func settleLater(changes []change, pending map[string]*pendingWrite, later []cha
 			added[c] = a
 		}
 		switch {
+		case c.Op != opUpdate && loud && col == "":
+			a.loudRow, a.wholeRow = true, true
+		case c.Op != opUpdate && loud:
+			if a.loudCols == nil {
+				a.loudCols = map[string]bool{}
+			}
+			a.loudRow, a.loudCols[col] = true, true
 		case c.Op != opUpdate:
-			a.loudRow = a.loudRow || loud
 		case loud:
 			if a.loud == nil {
 				a.loud = Values{}
@@ -207,6 +217,9 @@ func settleLater(changes []change, pending map[string]*pendingWrite, later []cha
 		case a == nil:
 		case c.Op != opUpdate:
 			c.Quiet = !a.loudRow
+			if a.loudRow && !a.wholeRow {
+				c.LostOnly = slices.Sorted(maps.Keys(a.loudCols))
+			}
 			changes = append(changes, c)
 		default:
 			if a.loud != nil {

@@ -110,6 +110,11 @@ func TestSettleLater(t *testing.T) {
 			own(opInsert, Values{"id": 1, "phone": "h"})},
 		op: netNone,
 	}, {
+		name:   "a delete after the application replaced one column: the other is the one lost",
+		window: []change{app(opUpdate, Values{"phone": "a1", "email": "e1"})},
+		later:  []change{app(opUpdate, Values{"email": "e2"}), own(opDelete, nil)},
+		op:     netNone, lost: []lostWrite{lost(Values{"phone": "a1"}, nil)},
+	}, {
 		name:   "per column",
 		window: []change{app(opUpdate, Values{"phone": "a1", "full_name": "n1"})},
 		later: []change{app(opUpdate, Values{"full_name": "n2"}),
