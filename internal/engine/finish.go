@@ -323,19 +323,11 @@ func pairsJSON(pairs [][2]string) []byte {
 }
 
 func (r *syncRun) saveConflicts(ctx context.Context, tx pgx.Tx, runID int64, p *plan) error {
-	for _, c := range p.conflicts {
-		status, resolvedAt := "resolved", any(time.Now())
-		if c.Open {
-			status, resolvedAt = "open", nil
-		}
-		_, err := tx.Exec(ctx, `INSERT INTO tandem.sync_conflicts (sync_id, run_id, status, kind, source_key, target_key,
-			source_change, target_change, base, resolution, kept, lost, fields, resolved_at, resolved_by)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, CASE WHEN $3 = 'resolved' THEN 'tandem' END)`,
-			r.cfg.ID, runID, status, c.Kind, jsonOrNil(c.Keys[0]), jsonOrNil(c.Keys[1]),
-			jsonOrNil(c.Changes[0]), jsonOrNil(c.Changes[1]), jsonOrNil(c.Base), c.Resolution,
-			jsonOrNil(c.Kept), jsonOrNil(c.Lost), c.Fields, resolvedAt)
-		if err != nil {
-			return fmt.Errorf("recording a conflict: %w", err)
+	// One COPY for the window's conflicts: a window of conflicts (two
+	// backlogs writing the same fields) is thousands of them.
+	if len(p.conflicts) > 0 {
+		if err := r.copyConflicts(ctx, tx, runID, p.conflicts); err != nil {
+			return err
 		}
 	}
 	for _, e := range p.holds {
@@ -357,6 +349,28 @@ func (r *syncRun) saveConflicts(ctx context.Context, tx pgx.Tx, runID int64, p *
 				return fmt.Errorf("holding changes in conflict %d: %w", e.heldBy, err)
 			}
 		}
+	}
+	return nil
+}
+
+// copyConflicts records a window's conflicts in one COPY.
+func (r *syncRun) copyConflicts(ctx context.Context, tx pgx.Tx, runID int64, conflicts []*conflictRow) error {
+	now := time.Now()
+	_, err := tx.CopyFrom(ctx, pgx.Identifier{"tandem", "sync_conflicts"},
+		[]string{"sync_id", "run_id", "status", "kind", "source_key", "target_key", "source_change", "target_change",
+			"base", "resolution", "kept", "lost", "fields", "resolved_at", "resolved_by"},
+		pgx.CopyFromSlice(len(conflicts), func(i int) ([]any, error) {
+			c := conflicts[i]
+			status, resolvedAt, resolvedBy := "resolved", any(now), any("tandem")
+			if c.Open {
+				status, resolvedAt, resolvedBy = "open", nil, nil
+			}
+			return []any{r.cfg.ID, runID, status, c.Kind, jsonOrNil(c.Keys[0]), jsonOrNil(c.Keys[1]),
+				jsonOrNil(c.Changes[0]), jsonOrNil(c.Changes[1]), jsonOrNil(c.Base), c.Resolution,
+				jsonOrNil(c.Kept), jsonOrNil(c.Lost), c.Fields, resolvedAt, resolvedBy}, nil
+		}))
+	if err != nil {
+		return fmt.Errorf("recording conflicts: %w", err)
 	}
 	return nil
 }
