@@ -60,7 +60,17 @@ func TestWriteReplacedBeforeAnApplyAfterTheWindow(t *testing.T) {
 // goes unrecorded.
 func TestWindowsStaySmallWithBacklogsOnBothSides(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, contactsYAML("    conflict: latest_wins\n"), twoNodes())
+	backlogsOnBothSides(t, newRig(t, contactsYAML("    conflict: latest_wins\n"), twoNodes()))
+}
+
+// The same with hubspot captured from its WAL: the sync's own rows there
+// are its writes row by row, whole rows (not a marker), origin set.
+func TestWindowsStaySmallWithBacklogsOnBothSidesAndAWALNode(t *testing.T) {
+	t.Parallel()
+	backlogsOnBothSides(t, newRig(t, walYAML("    conflict: latest_wins\n"), walNodes()))
+}
+
+func backlogsOnBothSides(t *testing.T, r *rig) {
 	r.exec("crm", `INSERT INTO contacts (full_name, email, phone) SELECT 'Crm P' || g, 'seed' || g || '@x', 'seed' FROM generate_series(1, 100) g`)
 	r.run("contacts")
 	r.idle("contacts")
