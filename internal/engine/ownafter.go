@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -132,11 +133,10 @@ func (r *syncRun) withOwnAfter(ctx context.Context, s *side, changes []change, t
 // overwrote something of the window's.
 type echoAdded struct {
 	loud, quiet Values
-	loudRow     bool
-	// loudCols: the columns an insert or delete comes first to, when not
-	// the window's row itself (wholeRow).
-	loudCols map[string]bool
+	// An insert or delete comes first to the window's row itself
+	// (wholeRow), or to loudCols of it; neither: it is added quietly.
 	wholeRow bool
+	loudCols map[string]bool
 }
 
 // settleLater returns the window's changes followed by the own writes of
@@ -175,12 +175,12 @@ func settleLater(changes []change, pending map[string]*pendingWrite, later []cha
 		}
 		switch {
 		case c.Op != opUpdate && loud && col == "":
-			a.loudRow, a.wholeRow = true, true
+			a.wholeRow = true
 		case c.Op != opUpdate && loud:
 			if a.loudCols == nil {
 				a.loudCols = map[string]bool{}
 			}
-			a.loudRow, a.loudCols[col] = true, true
+			a.loudCols[col] = true
 		case c.Op != opUpdate:
 		case loud:
 			if a.loud == nil {
@@ -218,8 +218,8 @@ func settleLater(changes []change, pending map[string]*pendingWrite, later []cha
 		switch {
 		case a == nil:
 		case c.Op != opUpdate:
-			c.Quiet = !a.loudRow
-			if a.loudRow && !a.wholeRow {
+			c.Quiet = !a.wholeRow && a.loudCols == nil
+			if !a.wholeRow && a.loudCols != nil {
 				c.LostOnly = slices.Sorted(maps.Keys(a.loudCols))
 			}
 			changes = append(changes, c)
@@ -242,9 +242,9 @@ func settleLater(changes []change, pending map[string]*pendingWrite, later []cha
 // entities that write one of its columns (or a whole row), a marker's each
 // as the echo the trigger would have captured, then, for the entities
 // some of them wrote and up to the last of them, the application's
-// changes that do the same, all in capture order. An own write to columns the window's
-// application did not write (the other side's fields of a two-sided
-// backlog) reads no application row.
+// changes that do the same, all in capture order. An own write to columns
+// the window's application did not write (the other side's fields of a
+// two-sided backlog) reads no application row.
 func (r *syncRun) readLater(ctx context.Context, s *side, pending map[string]*pendingWrite, through, own int64) (later []change, err error) {
 	err = pgx.BeginTxFunc(ctx, r.e.Control, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		later, err = r.readLaterIn(ctx, tx, s, pending, through, own)
@@ -312,22 +312,15 @@ func (r *syncRun) readLaterIn(ctx context.Context, q pgx.Tx, s *side, pending ma
 	if err != nil {
 		return nil, err
 	}
-	// Both in capture order; an application row and an own one never
-	// share an id.
-	out := make([]change, 0, len(mine)+len(theirs))
-	for len(mine) > 0 || len(theirs) > 0 {
-		if len(theirs) == 0 || len(mine) > 0 && mine[0].ID < theirs[0].ID {
-			out, mine = append(out, mine[0]), mine[1:]
-		} else {
-			out, theirs = append(out, theirs[0]), theirs[1:]
-		}
-	}
+	// In capture order: an application row and an own one never share an
+	// id, and a marker's writes keep their order.
+	out := append(mine, theirs...)
+	slices.SortStableFunc(out, func(a, b change) int { return cmp.Compare(a.ID, b.ID) })
 	return out, nil
 }
 
 // scanLater runs a query of readLater and decodes its rows: id, position
-// in a marker, op, key, values (own rows), names of the columns an update
-// wrote (application rows), capture time, origin.
+// in a marker, op, key, values, capture time, origin.
 func scanLater(ctx context.Context, q pgx.Tx, query string, args ...any) ([]change, error) {
 	rows, err := q.Query(ctx, query, args...)
 	if err != nil {
