@@ -155,6 +155,18 @@ func TestRecordOfAnInsertThatWentOtherwise(t *testing.T) {
 // once.
 func TestRecordWhoseCommitFailsIsNotWrittenAgain(t *testing.T) {
 	t.Parallel()
+	recordCommitFails(t, false)
+}
+
+// The same with the pending window as a version before migration 00006
+// left it (no bound of the sync's own rows after it: its windows reached
+// them): the redo reads nothing after the window.
+func TestWindowPendingFromBeforeOwnBoundsIsRedoneTheSame(t *testing.T) {
+	t.Parallel()
+	recordCommitFails(t, true)
+}
+
+func recordCommitFails(t *testing.T, unbounded bool) {
 	r := newRig(t, contactsYAML("    conflict: source_wins\n"), twoNodes())
 	r.exec("crm", `INSERT INTO contacts (full_name, email, phone) VALUES ('Ann Lee', 'ann@x.com', '1')`)
 	r.run("contacts")
@@ -168,6 +180,9 @@ func TestRecordWhoseCommitFailsIsNotWrittenAgain(t *testing.T) {
 	require.Equal(t, early, r.eng.EarlyRecords())
 	require.Equal(t, []string{"crm"}, r.rows("hubspot", `SELECT phone_number FROM hs_contacts`), "the apply committed")
 	require.Zero(t, r.ctlInt(`SELECT count(*) FROM tandem.sync_conflicts`))
+	if unbounded {
+		r.ctl.Exec(t, `UPDATE tandem.sync_state SET pending_source_own = NULL, pending_target_own = NULL`)
+	}
 
 	r.run("contacts")
 	r.idle("contacts")
