@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -73,7 +74,11 @@ func TestDocumentsEncodeAsEncodingJSON(t *testing.T) {
 		doc := markerDoc{Writes: []marked{{Op: "update", Key: json.RawMessage(`{"id":1}`), Vals: vals}, {Op: "delete", Key: json.RawMessage(`{"id":2}`)}}}
 		res := &applyResult{Created: [][2]string{{s, `{"id":3}`}}, Failed: []applyError{{Ref: s, Reason: s}},
 			Missing: []string{s}, Done: []string{s, `{"id":1}`}, Inserted: 1, Updated: 2, Deleted: 3}
-		for _, v := range []any{vals, ws, []rowWrite(nil), doc, markerDoc{}, res, &applyResult{}, []string{s}, s} {
+		at := time.Date(2026, 11, 26, 1, 2, 3, 450_000_000, time.FixedZone("", 5*3600+1800))
+		change := map[string]any{"op": "update", "vals": vals, "at": at}
+		kept := map[string]Values{"source": vals, s: nil}
+		for _, v := range []any{vals, ws, []rowWrite(nil), doc, markerDoc{}, res, &applyResult{}, []string{s}, s,
+			change, kept, map[string]Values(nil), at, time.Time{}, at.UTC()} {
 			require.Equal(t, string(encodeJSONReflect(v)), string(encodeJSON(v)), "%#v", v)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"slices"
 	"strconv"
+	"time"
 )
 
 // appendJSON appends v rendered as encoding/json renders it with HTML
@@ -57,6 +58,19 @@ func appendJSON(b []byte, v any) []byte {
 		return appendArray(b, x, appendJSONString)
 	case []Values:
 		return appendArray(b, x, func(b []byte, v Values) []byte { return appendJSON(b, v) })
+	case map[string]Values: // a conflict's kept and lost values, by side
+		if x == nil {
+			return append(b, "null"...)
+		}
+		m := make(map[string]any, len(x))
+		for k, v := range x {
+			m[k] = v
+		}
+		return appendJSON(b, m)
+	case time.Time: // as its MarshalJSON renders it, for years it can render
+		if y := x.Year(); y >= 0 && y <= 9999 {
+			return append(x.AppendFormat(append(b, '"'), time.RFC3339Nano), '"')
+		}
 	}
 	return append(b, encodeJSONReflect(v)...)
 }
