@@ -55,6 +55,8 @@ type Engine struct {
 	markedMu sync.Mutex
 	marked   map[string]bool // nodes known to have capture version >= markerVersion
 
+	markers markerCache // parsed markers of the sync's own applies (readLater)
+
 	stateMu  sync.Mutex
 	hasState map[string]bool // syncs known to have a sync_state row: no initial sync due
 

@@ -20,3 +20,17 @@ func (e *Engine) OnWindow(f func()) { e.test.window = f }
 // ReadAfterWindows is how many windows have read the sync's own rows after
 // them (withOwnAfter).
 func (e *Engine) ReadAfterWindows() int64 { return e.test.readAfter.Load() }
+
+// MarkersParsed is how many markers readLater has parsed.
+func (e *Engine) MarkersParsed() int64 {
+	e.markers.mu.Lock()
+	defer e.markers.mu.Unlock()
+	return e.markers.parsed
+}
+
+// SetMarkerCacheWrites sets how many parsed marker writes the engine keeps.
+func (e *Engine) SetMarkerCacheWrites(n int) {
+	e.markers.mu.Lock()
+	defer e.markers.mu.Unlock()
+	e.markers.budget = n
+}

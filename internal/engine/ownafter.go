@@ -267,27 +267,25 @@ func (r *syncRun) readLaterIn(ctx context.Context, q pgx.Tx, s *side, pending ma
 		}
 	}
 	cols := slices.Sorted(maps.Keys(colSet))
-	// A marker's list is the text of a JSON string (earlier versions: an
-	// object); its writes are in the order they were made. Its summary
-	// (old; none from earlier versions) says whether it may write a column
-	// of cols or a whole row, without parsing the list.
-	mine, err := scanLater(ctx, q, `SELECT c.id, 0 AS n, c.op, c.keys, c.new #>> '{}', c.captured_at, c.origin
+	perRow, err := scanLater(ctx, q, `SELECT c.id, 0, c.op, c.keys, c.new #>> '{}', c.captured_at, c.origin
 		FROM tandem.change_log c JOIN unnest($6::jsonb[]) k(key) ON c.keys = k.key
 		WHERE c.node = $1 AND c.table_name = $2 AND c.origin = $5 AND c.id > $3 AND c.id <= $4 AND c.op <> 'applied'
 		  AND (c.op <> 'update' OR c.new ?| $7)
-		UNION ALL
-		SELECT c.id, w.n, w.value ->> 'op', w.value -> 'key', (w.value -> 'vals')::text, c.captured_at, c.origin
-		FROM tandem.change_log c
-		CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(c.new) = 'string' THEN (c.new #>> '{}')::jsonb ELSE c.new END -> 'writes')
-			WITH ORDINALITY w(value, n)
-		JOIN unnest($6::jsonb[]) k(key) ON w.value -> 'key' = k.key
-		WHERE c.node = $1 AND c.table_name = $2 AND c.origin = $5 AND c.op = 'applied' AND c.id > $3 AND c.id <= $4
-		  AND (c.old IS NULL OR (c.old ->> 'rows')::boolean OR c.old -> 'cols' ?| $7)
-		  AND (w.value ->> 'op' <> 'update' OR w.value -> 'vals' ?| $7)
-		ORDER BY 1, 2`, s.Node, s.Table, through, own, r.cfg.ID, keys, cols)
-	if err != nil || len(mine) == 0 {
+		ORDER BY c.id`, s.Node, s.Table, through, own, r.cfg.ID, keys, cols)
+	if err != nil {
 		return nil, err
 	}
+	marked, err := r.markedLater(ctx, q, s, keys, cols, through, own)
+	if err != nil {
+		return nil, err
+	}
+	// In capture order: a per-row own row and a marker never share an id,
+	// and a marker's writes come in their order.
+	mine := append(perRow, marked...)
+	if len(mine) == 0 {
+		return nil, nil
+	}
+	slices.SortStableFunc(mine, func(a, b change) int { return cmp.Compare(a.ID, b.ID) })
 	written := map[string]bool{}
 	keys, last := keys[:0], through
 	for _, c := range mine {

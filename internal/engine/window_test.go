@@ -60,7 +60,9 @@ func TestWriteReplacedBeforeAnApplyAfterTheWindow(t *testing.T) {
 // goes unrecorded.
 func TestWindowsStaySmallWithBacklogsOnBothSides(t *testing.T) {
 	t.Parallel()
-	backlogsOnBothSides(t, newRig(t, contactsYAML("    conflict: latest_wins\n"), twoNodes()))
+	r := newRig(t, contactsYAML("    conflict: latest_wins\n"), twoNodes())
+	backlogsOnBothSides(t, r)
+	requireMarkersParsedOnce(t, r)
 }
 
 // The same with hubspot captured from its WAL: the sync's own rows there
@@ -68,6 +70,16 @@ func TestWindowsStaySmallWithBacklogsOnBothSides(t *testing.T) {
 func TestWindowsStaySmallWithBacklogsOnBothSidesAndAWALNode(t *testing.T) {
 	t.Parallel()
 	backlogsOnBothSides(t, newRig(t, walYAML("    conflict: latest_wins\n"), walNodes()))
+}
+
+// The same with no parsed marker kept between windows: each window parses
+// the markers after it again, and comes to the same.
+func TestWindowsStaySmallWithBacklogsOnBothSidesParsingMarkersEachTime(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, contactsYAML("    conflict: latest_wins\n"), twoNodes())
+	r.eng.SetMarkerCacheWrites(1)
+	backlogsOnBothSides(t, r)
+	require.Greater(t, r.eng.MarkersParsed(), int64(r.ctlInt(`SELECT count(*) FROM tandem.change_log WHERE op = 'applied'`)))
 }
 
 func backlogsOnBothSides(t *testing.T, r *rig) {
@@ -86,6 +98,13 @@ func backlogsOnBothSides(t *testing.T, r *rig) {
 	requireConvergedWithoutLoss(t, r)
 	requireWindowsAtMost(t, r, 10)
 	require.Greater(t, r.eng.ReadAfterWindows()-before, int64(10), "windows that read the sync's own rows after them")
+}
+
+// requireMarkersParsedOnce fails if readLater parsed a marker twice.
+func requireMarkersParsedOnce(t *testing.T, r *rig) {
+	t.Helper()
+	markers := r.ctlInt(`SELECT count(*) FROM tandem.change_log WHERE op = 'applied'`)
+	require.LessOrEqual(t, r.eng.MarkersParsed(), int64(markers), "markers parsed, of %d", markers)
 }
 
 // requireWindowsAtMost fails if a run's window took more than n changes of
