@@ -34,3 +34,10 @@ func (e *Engine) SetMarkerCacheWrites(n int) {
 	defer e.markers.mu.Unlock()
 	e.markers.budget = n
 }
+
+// MarkersCached is how many parsed markers the engine keeps.
+func (e *Engine) MarkersCached() int {
+	e.markers.mu.Lock()
+	defer e.markers.mu.Unlock()
+	return len(e.markers.byID)
+}

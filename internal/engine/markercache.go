@@ -142,7 +142,6 @@ func (r *syncRun) markedLater(ctx context.Context, q pgx.Tx, s *side, keys, cols
 		return nil, err
 	}
 	cache := &r.e.markers
-	cache.drop(s.Node, s.Table, r.cfg.ID, through)
 	index := make(map[int64]*markerIndex, len(refs))
 	var missing []int64
 	for _, m := range refs {
@@ -184,6 +183,9 @@ func (r *syncRun) markedLater(ctx context.Context, q pgx.Tx, s *side, keys, cols
 	var found []placed
 	for _, m := range refs {
 		x := index[m.id]
+		if x == nil {
+			return nil, fmt.Errorf("change_log %d: marker listed but not read", m.id)
+		}
 		found = found[:0]
 		for _, k := range keys {
 			for _, w := range x.byKey[k] {

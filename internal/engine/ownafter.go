@@ -112,6 +112,8 @@ func pendingWrites(changes []change, self string) map[string]*pendingWrite {
 // through) with what the rows after it, up to the sync's last own row
 // own, say about them (see above).
 func (r *syncRun) withOwnAfter(ctx context.Context, s *side, changes []change, through, own int64) ([]change, error) {
+	// Markers this window ends past are not read after a window again.
+	r.e.markers.drop(s.Node, s.Table, r.cfg.ID, through)
 	if own <= through {
 		return changes, nil
 	}
@@ -246,7 +248,8 @@ func settleLater(changes []change, pending map[string]*pendingWrite, later []cha
 // the window's application did not write (the other side's fields of a
 // two-sided backlog) reads no application row.
 func (r *syncRun) readLater(ctx context.Context, s *side, pending map[string]*pendingWrite, through, own int64) (later []change, err error) {
-	err = pgx.BeginTxFunc(ctx, r.e.Control, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+	// One snapshot: the markers listed are the markers read.
+	err = pgx.BeginTxFunc(ctx, r.e.Control, pgx.TxOptions{AccessMode: pgx.ReadOnly, IsoLevel: pgx.RepeatableRead}, func(tx pgx.Tx) error {
 		later, err = r.readLaterIn(ctx, tx, s, pending, through, own)
 		return err
 	})

@@ -105,6 +105,8 @@ func requireMarkersParsedOnce(t *testing.T, r *rig) {
 	t.Helper()
 	markers := r.ctlInt(`SELECT count(*) FROM tandem.change_log WHERE op = 'applied'`)
 	require.LessOrEqual(t, r.eng.MarkersParsed(), int64(markers), "markers parsed, of %d", markers)
+	// Every window has passed them: none is kept.
+	require.Zero(t, r.eng.MarkersCached(), "markers kept once the backlogs are done")
 }
 
 // requireWindowsAtMost fails if a run's window took more than n changes of
