@@ -90,8 +90,20 @@ func (m *markerCache) drop(node, table, origin string, through int64) {
 // default windows' applies, about 30 MB.
 const markerCacheWrites = 5 * DefaultWindow
 
-// parseMarker indexes a marker's list (the text of new #>> '{}').
-func parseMarker(id int64, node, table, origin string, doc []byte) (*markerIndex, error) {
+// markedWrite is one write of an apply's marker list: its op, its key
+// (decoded, and as canonical text) and its values as the raw JSON of the
+// list (decoded only for the writes a window wants).
+type markedWrite struct {
+	op   string
+	key  Values
+	text string
+	raw  json.RawMessage // the key as listed
+	vals json.RawMessage
+}
+
+// parseMarkerList decodes the list of marker id (new #>> '{}': the text of
+// a JSON string, or from earlier versions an object), in its order.
+func parseMarkerList(id int64, doc []byte) ([]markedWrite, error) {
 	var d struct {
 		Writes []struct {
 			Op   string          `json:"op"`
@@ -102,13 +114,38 @@ func parseMarker(id int64, node, table, origin string, doc []byte) (*markerIndex
 	if err := json.Unmarshal(doc, &d); err != nil {
 		return nil, fmt.Errorf("change_log %d: marker: %w", id, err)
 	}
-	x := &markerIndex{byKey: make(map[string][]markerWrite, len(d.Writes)), writes: len(d.Writes), node: node, table: table, origin: origin}
+	out := make([]markedWrite, len(d.Writes))
 	for i, w := range d.Writes {
 		key, text, err := decodeKey(w.Key)
 		if err != nil || key == nil {
 			return nil, fmt.Errorf("change_log %d: marker: key %s: %v", id, w.Key, err)
 		}
-		x.byKey[text] = append(x.byKey[text], markerWrite{n: i + 1, op: w.Op, key: w.Key, vals: w.Vals})
+		out[i] = markedWrite{op: w.Op, key: key, text: text, raw: w.Key, vals: w.Vals}
+	}
+	return out, nil
+}
+
+// echo returns write w of marker m as the change the trigger would have
+// captured for it.
+func (w markedWrite) echo(m change) (change, error) {
+	c := m
+	c.Op, c.KeyVals, c.Key = w.op, w.key, w.text
+	var err error
+	if c.New, err = decodeFlat(w.vals); err != nil {
+		return c, fmt.Errorf("change_log %d: marker: values of %s: %w", m.ID, w.text, err)
+	}
+	return c, nil
+}
+
+// parseMarker indexes a marker's list by key text.
+func parseMarker(id int64, node, table, origin string, doc []byte) (*markerIndex, error) {
+	ws, err := parseMarkerList(id, doc)
+	if err != nil {
+		return nil, err
+	}
+	x := &markerIndex{byKey: make(map[string][]markerWrite, len(ws)), writes: len(ws), node: node, table: table, origin: origin}
+	for i, w := range ws {
+		x.byKey[w.text] = append(x.byKey[w.text], markerWrite{n: i + 1, op: w.op, key: w.raw, vals: w.vals})
 	}
 	return x, nil
 }
@@ -189,12 +226,13 @@ func (r *syncRun) markedLater(ctx context.Context, q pgx.Tx, s *side, keys, cols
 		found = found[:0]
 		for _, k := range keys {
 			for _, w := range x.byKey[k] {
-				c := change{ID: m.id, Op: w.op, Key: k, CapturedAt: m.at, Origin: m.org}
-				if c.KeyVals, err = decodeFlat(w.key); err != nil {
+				key, err := decodeFlat(w.key)
+				if err != nil {
 					return nil, fmt.Errorf("change_log %d: marker: key %s: %w", m.id, w.key, err)
 				}
-				if c.New, err = decodeFlat(w.vals); err != nil {
-					return nil, fmt.Errorf("change_log %d: marker: values of %s: %w", m.id, k, err)
+				c, err := markedWrite{op: w.op, key: key, text: k, vals: w.vals}.echo(change{ID: m.id, CapturedAt: m.at, Origin: m.org})
+				if err != nil {
+					return nil, err
 				}
 				if c.Op == opUpdate && !slices.ContainsFunc(cols, func(col string) bool { _, ok := c.New[col]; return ok }) {
 					continue

@@ -282,13 +282,10 @@ func (r *syncRun) readLaterIn(ctx context.Context, q pgx.Tx, s *side, pending ma
 	if err != nil {
 		return nil, err
 	}
-	// In capture order: a per-row own row and a marker never share an id,
-	// and a marker's writes come in their order.
 	mine := append(perRow, marked...)
 	if len(mine) == 0 {
 		return nil, nil
 	}
-	slices.SortStableFunc(mine, func(a, b change) int { return cmp.Compare(a.ID, b.ID) })
 	written := map[string]bool{}
 	keys, last := keys[:0], through
 	for _, c := range mine {
@@ -313,8 +310,8 @@ func (r *syncRun) readLaterIn(ctx context.Context, q pgx.Tx, s *side, pending ma
 	if err != nil {
 		return nil, err
 	}
-	// In capture order: an application row and an own one never share an
-	// id, and a marker's writes keep their order.
+	// In capture order: no two rows share an id but a marker's writes,
+	// which come in their order.
 	out := append(mine, theirs...)
 	slices.SortStableFunc(out, func(a, b change) int { return cmp.Compare(a.ID, b.ID) })
 	return out, nil

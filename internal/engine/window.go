@@ -283,20 +283,18 @@ func (c changeRows) expand() ([]change, error) {
 // appendMarked appends the writes an apply's marker lists to entities in
 // wanted, each as the echo the trigger would have captured for it.
 func appendMarked(out []change, m change, doc []byte, wanted map[string]bool) ([]change, error) {
-	var d markerDoc
-	if err := decodeNumbers(doc, &d); err != nil {
-		return nil, fmt.Errorf("change_log %d: marker: %w", m.ID, err)
+	ws, err := parseMarkerList(m.ID, doc)
+	if err != nil {
+		return nil, err
 	}
-	for _, w := range d.Writes {
-		c := m
-		key, text, err := decodeKey(w.Key)
-		if err != nil || key == nil {
-			return nil, fmt.Errorf("change_log %d: marker: key %s: %v", m.ID, w.Key, err)
-		}
-		if !wanted[text] {
+	for _, w := range ws {
+		if !wanted[w.text] {
 			continue
 		}
-		c.Op, c.KeyVals, c.Key, c.New = w.Op, key, text, w.Vals
+		c, err := w.echo(m)
+		if err != nil {
+			return nil, err
+		}
 		out = append(out, c)
 	}
 	return out, nil
