@@ -540,10 +540,8 @@ func (d markerDoc) summary() Values {
 			cols[col] = true
 		}
 	}
-	names := make([]any, 0, len(cols))
-	for _, col := range slices.Sorted(maps.Keys(cols)) {
-		names = append(names, col)
-	}
+	names := slices.AppendSeq(make([]string, 0, len(cols)), maps.Keys(cols)) // [] when none, not null
+	slices.Sort(names)
 	return Values{"cols": names, "rows": rows}
 }
 

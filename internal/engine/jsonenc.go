@@ -28,30 +28,7 @@ func appendJSON(b []byte, v any) []byte {
 	case int64:
 		return strconv.AppendInt(b, x, 10)
 	case map[string]any:
-		if x == nil {
-			return append(b, "null"...)
-		}
-		if len(x) == 1 { // a one-column key, the common case: nothing to sort
-			for k, v := range x {
-				b = appendJSONString(append(b, '{'), k)
-				return append(appendJSON(append(b, ':'), v), '}')
-			}
-		}
-		keys := make([]string, 0, len(x))
-		for k := range x {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		b = append(b, '{')
-		for i, k := range keys {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendJSONString(b, k)
-			b = append(b, ':')
-			b = appendJSON(b, x[k])
-		}
-		return append(b, '}')
+		return appendObject(b, x, appendJSON)
 	case []any:
 		return appendArray(b, x, appendJSON)
 	case []string:
@@ -59,20 +36,40 @@ func appendJSON(b []byte, v any) []byte {
 	case []Values:
 		return appendArray(b, x, func(b []byte, v Values) []byte { return appendJSON(b, v) })
 	case map[string]Values: // a conflict's kept and lost values, by side
-		if x == nil {
-			return append(b, "null"...)
-		}
-		m := make(map[string]any, len(x))
-		for k, v := range x {
-			m[k] = v
-		}
-		return appendJSON(b, m)
+		return appendObject(b, x, func(b []byte, v Values) []byte { return appendJSON(b, v) })
 	case time.Time: // as its MarshalJSON renders it, for years it can render
 		if y := x.Year(); y >= 0 && y <= 9999 {
 			return append(x.AppendFormat(append(b, '"'), time.RFC3339Nano), '"')
 		}
 	}
 	return append(b, encodeJSONReflect(v)...)
+}
+
+// appendObject appends m as a JSON object (null when nil), its keys
+// sorted, each value rendered by elem.
+func appendObject[V any](b []byte, m map[string]V, elem func([]byte, V) []byte) []byte {
+	if m == nil {
+		return append(b, "null"...)
+	}
+	if len(m) == 1 { // a one-column key, the common case: nothing to sort
+		for k, v := range m {
+			b = appendJSONString(append(b, '{'), k)
+			return append(elem(append(b, ':'), v), '}')
+		}
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	b = append(b, '{')
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = elem(append(appendJSONString(b, k), ':'), m[k])
+	}
+	return append(b, '}')
 }
 
 // appendArray appends xs as a JSON array (null when nil), each element
