@@ -31,6 +31,8 @@ type markerIndex struct {
 	node, table, origin string
 }
 
+// markerWrite is a markedWrite as kept: the key as listed, not decoded
+// (a map per write would double what the cache holds).
 type markerWrite struct {
 	n    int // place in the list, from 1
 	op   string
