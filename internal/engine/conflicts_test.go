@@ -78,8 +78,8 @@ func TestConflictingEditsFollowTheStrategy(t *testing.T) {
 			if tc.winner == "target" {
 				keptPath, lostPath = lostPath, keptPath
 			}
-			require.Equal(t, []string{"update_update|resolved|" + resolution + "|" + want + "|" + lost + "|true"},
-				r.ctlRows(`SELECT kind, status, resolution, kept #>> $1, lost #>> $2, resolved_at IS NOT NULL
+			require.Equal(t, []string{"update_update|resolved|" + resolution + "|" + want + "|" + lost + "|true|tandem"},
+				r.ctlRows(`SELECT kind, status, resolution, kept #>> $1, lost #>> $2, resolved_at IS NOT NULL, resolved_by
 					FROM tandem.sync_conflicts`, keptPath, lostPath))
 			require.Equal(t, []string{"from-crm|from-hubspot"}, r.ctlRows(`SELECT source_change #>> '{vals,phone}', target_change #>> '{vals,phone_number}'
 				FROM tandem.sync_conflicts`), "both changes are kept")
@@ -171,6 +171,8 @@ func TestManualConflictHoldsOnlyItsEntity(t *testing.T) {
 	require.Equal(t, []string{"Ann|Lee|from-hubspot", "Bob|Ray|202", "Cy|Dunn|<nil>"},
 		r.rows("hubspot", "SELECT firstname, lastname, phone_number FROM hs_contacts ORDER BY email"))
 	require.Equal(t, []string{"1|Ann Jones"}, r.ctlRows(`SELECT count(*), min(source_change #>> '{vals,full_name}') FROM tandem.sync_conflicts WHERE status = 'open'`))
+	require.Zero(t, r.ctlInt(`SELECT count(*) FROM tandem.sync_conflicts WHERE status = 'open' AND (resolved_by IS NOT NULL OR resolved_at IS NOT NULL)`),
+		"an open conflict has no resolver yet")
 	require.Equal(t, 1, r.ctlInt("SELECT count(*) FROM tandem.sync_conflicts"))
 }
 
